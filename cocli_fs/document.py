@@ -1,0 +1,343 @@
+"""Entity documents: ``_index.md`` (YAML front matter + Markdown body) and ``tags.lst``.
+
+An entity is a flat mapping of fields: the front-matter keys, ``description`` (the Markdown
+body, as cocli stores it) and ``tags`` (``tags.lst``, one tag a line; or a front-matter ``tags``
+key when there is no ``tags.lst``). These are plain functions: parse, merge with the overlay,
+render, and diff an edited document into per-field changes.
+
+Rendering keeps the base's bytes where it can: an entity without overlay entries is served
+verbatim, and with overlay entries only the changed top-level keys are re-serialised; every
+untouched key keeps its text, comments and position.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .record import KIND_TOMBSTONE, Record, RecordError, check_text, decode_value, encode_value
+
+DESCRIPTION = "description"
+TAGS = "tags"
+INDEX = "_index.md"
+TAGS_FILE = "tags.lst"
+
+
+class DocumentError(ValueError):
+    """An edited document that cannot be turned into field values (bad YAML, wrong shape)."""
+
+
+class TOMBSTONE_TYPE:
+    """Marker for "delete this field" in a diff."""
+
+    _instance: TOMBSTONE_TYPE | None = None
+
+    def __new__(cls) -> TOMBSTONE_TYPE:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "TOMBSTONE"
+
+
+TOMBSTONE = TOMBSTONE_TYPE()
+Change = Any  # a field value, or TOMBSTONE
+
+
+# YAML: keep dates and times as the strings they were written as (cocli's files carry them as
+# text, and a date object cannot travel in a journal record without changing type).
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DumperBase: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Loader(_Base):  # type: ignore[misc]
+    pass
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in _Base.yaml_implicit_resolvers.items()
+}
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def yaml_dump(data: Mapping[str, Any]) -> str:
+    out: str = yaml.dump(
+        dict(data),
+        Dumper=_DumperBase,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=1 << 16,
+    )
+    return out
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class BaseDoc:
+    """What the backing store holds for one entity."""
+
+    front_text: str | None = None  # raw YAML between the --- lines; None: no front matter
+    front: dict[str, Any] = field(default_factory=dict)
+    body: str = ""
+    tags: list[str] | None = None  # from tags.lst; None when there is no tags.lst
+
+    def fields(self) -> dict[str, Any]:
+        out = dict(self.front)
+        desc = self.body.strip("\n")
+        if desc or DESCRIPTION in out:
+            out[DESCRIPTION] = desc
+        if self.tags is not None:
+            out[TAGS] = list(self.tags)
+        return out
+
+
+def split_front_matter(text: str) -> tuple[str | None, str]:
+    """``---\\n<yaml>---\\n<body>`` -> (yaml, body). No leading ``---`` line: no front matter."""
+    if not (text.startswith("---\n") or text.startswith("---\r\n")):
+        return None, text
+    start = text.index("\n") + 1
+    pos = start
+    while True:
+        nl = text.find("\n", pos)
+        line = text[pos:] if nl < 0 else text[pos:nl]
+        if line.rstrip("\r ") in ("---", "..."):
+            return text[start:pos], ("" if nl < 0 else text[nl + 1 :])
+        if nl < 0:
+            raise DocumentError("front matter is not closed by a '---' line")
+        pos = nl + 1
+
+
+def parse_index(text: str) -> BaseDoc:
+    front_text, body = split_front_matter(text)
+    front: dict[str, Any] = {}
+    if front_text is not None and front_text.strip():
+        try:
+            data = yaml_load(front_text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 2})" if mark is not None else ""
+            raise DocumentError(f"invalid YAML front matter{where}: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise DocumentError("front matter must be a mapping of field: value")
+        for key in data:
+            if not isinstance(key, str) or not key:
+                raise DocumentError(f"front-matter key {key!r} is not a non-empty string")
+            if key == DESCRIPTION:
+                raise DocumentError("'description' is the Markdown body, not a front-matter key")
+        front = data
+    return BaseDoc(front_text=front_text, front=front, body=body)
+
+
+def parse_tags(text: str) -> list[str]:
+    return [t.strip() for t in text.splitlines() if t.strip()]
+
+
+def load_base(index_text: str | None, tags_text: str | None) -> BaseDoc:
+    doc = parse_index(index_text) if index_text is not None else BaseDoc()
+    if tags_text is not None:
+        doc.tags = parse_tags(tags_text)
+    elif TAGS in doc.front and isinstance(doc.front[TAGS], list):
+        doc.tags = None  # tags live in the front matter for this entity
+    return doc
+
+
+# --- merging ------------------------------------------------------------------------------------
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as stored in a journal (so 5 and 5.0, or a list and its copy, compare equal)."""
+    if a is b:
+        return True
+    try:
+        return encode_value(a) == encode_value(b)
+    except RecordError:
+        return bool(a == b)
+
+
+def merge(base: BaseDoc, overlay: Mapping[str, Record]) -> dict[str, Any]:
+    """Base fields with the overlay's winners applied (tombstones remove). Keys keep the base's
+    order; fields the overlay adds follow in name order, so every node renders alike."""
+    fields = base.fields()
+    if not overlay:
+        return fields
+    added = []
+    for name in sorted(overlay):
+        r = overlay[name]
+        if r.kind == KIND_TOMBSTONE:
+            fields.pop(name, None)
+        elif name in fields:
+            fields[name] = decode_value(r.kind, r.value)
+        else:
+            added.append((name, decode_value(r.kind, r.value)))
+    fields.update(added)
+    return fields
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def _chunks(front_text: str) -> dict[str, str] | None:
+    """Split front matter into the text of each top-level key, or None if it is not a plain
+    block mapping we can cut safely (then the caller re-serialises everything)."""
+    chunks: dict[str, str] = {}
+    key: str | None = None
+    lines: list[str] = []
+    lead: list[str] = []  # comments/blank lines before the first key
+    for line in front_text.splitlines(keepends=True):
+        starts_key = line[:1] not in ("", " ", "\t", "#", "-", "\n", "\r")
+        if starts_key:
+            if key is not None:
+                chunks[key] = "".join(lines)
+            try:
+                parsed = yaml_load(line if ":" in line else "")
+            except yaml.YAMLError:
+                parsed = None
+            if isinstance(parsed, dict) and len(parsed) == 1:
+                key = next(iter(parsed))
+            else:
+                # A multi-line key or value on the key line itself: give up on cutting.
+                colon = line.find(":")
+                if colon <= 0:
+                    return None
+                key = line[:colon].strip().strip("'\"")
+            lines = [line]
+        elif key is None:
+            lead.append(line)
+        else:
+            lines.append(line)
+    if key is not None:
+        chunks[key] = "".join(lines)
+    if lead and any(ln.strip() for ln in lead):
+        return None
+    return chunks
+
+
+def render_index(base: BaseDoc, merged: Mapping[str, Any]) -> str:
+    """The ``_index.md`` a reader sees for the merged fields."""
+    keep_tags_in_front = TAGS in base.front
+    front_keys = [
+        k for k in merged if k != DESCRIPTION and (k != TAGS or keep_tags_in_front)
+    ]
+    chunks = _chunks(base.front_text) if base.front_text else None
+    if chunks is not None and list(chunks) != list(base.front):
+        chunks = None
+    parts: list[str] = []
+    for k in front_keys:
+        v = merged[k]
+        if chunks is not None and k in chunks and k in base.front and same_value(
+            base.front[k], v
+        ):
+            text = chunks[k]
+            parts.append(text if text.endswith("\n") else text + "\n")
+        else:
+            parts.append(yaml_dump({k: v}))
+    desc = merged.get(DESCRIPTION)
+    if base.front_text is None and not front_keys:
+        return "" if desc is None else _body(base, desc)
+    return "---\n" + "".join(parts) + "---\n" + ("" if desc is None else _body(base, desc))
+
+
+def _body(base: BaseDoc, desc: Any) -> str:
+    if not isinstance(desc, str):
+        desc = json.dumps(desc, ensure_ascii=False)
+    if desc == base.body.strip("\n"):
+        return base.body  # unchanged: keep its exact surrounding blank lines
+    return "\n" + desc + "\n" if desc else ""
+
+
+def render_tags(tags: Any) -> str:
+    if not isinstance(tags, list):
+        tags = [tags]
+    return "".join(f"{t}\n" for t in tags)
+
+
+# --- the _fields/ view --------------------------------------------------------------------------
+
+
+def field_text(name: str, value: Any) -> str:
+    """Contents of ``_fields/<name>``: plain text for strings, JSON for everything else."""
+    if isinstance(value, str):
+        return value if value.endswith("\n") else value + "\n"
+    return json.dumps(value, ensure_ascii=False) + "\n"
+
+
+def parse_field_text(name: str, text: str, current: Any = None) -> Any:
+    """What a write to ``_fields/<name>`` means. One trailing newline (what ``echo`` adds) is
+    not part of the value; JSON lists and dicts are structured values; a field that held a
+    number or boolean keeps that type when the new text parses as one."""
+    check_text(name, text)
+    if name == DESCRIPTION:
+        return text.strip("\n")
+    s = text[:-1] if text.endswith("\n") else text
+    stripped = s.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            if name == TAGS:
+                raise DocumentError("tags must be a JSON list or one tag a line") from None
+    if name == TAGS:
+        return parse_tags(s)
+    if current is not None and not isinstance(current, str):
+        try:
+            v = json.loads(stripped)
+        except ValueError:
+            return s
+        if not isinstance(v, (list, dict)):
+            return v
+    return s
+
+
+# --- diffing ------------------------------------------------------------------------------------
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any], scope: set[str] | None = None) -> dict[
+    str, Change
+]:
+    """Per-field changes turning ``old`` into ``new``: set for changed or added fields,
+    TOMBSTONE for fields that were in ``old`` (and in ``scope``, if given) and are gone."""
+    changes: dict[str, Change] = {}
+    for k, v in new.items():
+        if k not in old or not same_value(old[k], v):
+            changes[k] = v
+    for k in old:
+        if k not in new and (scope is None or k in scope):
+            changes[k] = TOMBSTONE
+    return changes
+
+
+def index_fields(doc: BaseDoc) -> dict[str, Any]:
+    """Fields an edited ``_index.md`` speaks for: its front-matter keys and its body."""
+    out = dict(doc.front)
+    out[DESCRIPTION] = doc.body.strip("\n")
+    return out
+
+
+def diff_index(
+    merged: Mapping[str, Any], edited_text: str, tags_in_front: bool
+) -> dict[str, Change]:
+    """Changes made by writing ``edited_text`` as ``_index.md`` over the merged state.
+
+    Only fields the document shows can be removed by leaving them out: ``tags`` lives in
+    ``tags.lst`` unless the front matter carries it. An empty body removes ``description``.
+    """
+    doc = parse_index(edited_text)
+    new = index_fields(doc)
+    if not new.get(DESCRIPTION):
+        new.pop(DESCRIPTION)
+    scope = {k for k in merged if k != TAGS or tags_in_front}
+    return diff(merged, new, scope)

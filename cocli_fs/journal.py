@@ -1,0 +1,272 @@
+"""Node-day journals: ``wal/<YYYYMMDD>_<node>.usv``.
+
+Each node appends only to its own journals; records received from peers go to local replicas
+with the same names, so a ``wal/`` folder looks the same on every node and in S3.
+
+Writing is durable when ``append`` returns: records are written with one ``write`` and one
+``fsync`` per batch, and concurrent appenders share a batch (group commit).  Reading tolerates
+what crashes and bit rot leave behind: a torn last record is skipped (and truncated away before
+the next append), a record failing its checksum is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from . import record as rec
+from .record import Record, RecordError
+
+log = logging.getLogger(__name__)
+
+NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME_RE = re.compile(r"^(\d{8})_(.+)\.usv$")
+
+
+def journal_name(day: str, node: str) -> str:
+    return f"{day}_{node}.usv"
+
+
+def parse_journal_name(name: str) -> tuple[str, str] | None:
+    """``20261125_pi-1.usv`` -> ``("20261125", "pi-1")``; None for anything else."""
+    m = _NAME_RE.match(name)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def check_node_name(node: str) -> str:
+    if not NODE_RE.match(node):
+        raise ValueError(
+            f"invalid node name {node!r}: use letters, digits, '.', '_' or '-' (max 63)"
+        )
+    return node
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReadResult:
+    records: list[Record] = field(default_factory=list)
+    corrupt: list[tuple[int, str]] = field(default_factory=list)  # (byte offset, reason)
+    torn_tail: int = 0  # bytes after the last separator (an append cut short by a crash)
+    valid_end: int = 0  # offset just after the last complete record
+
+
+def parse_journal(data: bytes) -> ReadResult:
+    """Decode a whole journal. Never raises on bad content: it reports and skips."""
+    res = ReadResult()
+    end = data.rfind(rec.RS_B) + 1  # 0 when there is no complete record at all
+    res.valid_end = end
+    res.torn_tail = len(data) - end
+    offset = 0
+    decode = rec.decode_untrusted
+    for pos, chunk in enumerate(data[:end].split(rec.RS_B)[:-1], start=1):
+        # cocli's writer and hand edits may leave newlines between records.
+        raw = chunk.strip(b"\r\n") if chunk[:1] in (b"\n", b"\r") else chunk
+        if raw:
+            try:
+                res.records.append(decode(raw, pos))
+            except RecordError as exc:
+                res.corrupt.append((offset, str(exc)))
+        offset += len(chunk) + 1
+    return res
+
+
+def read_journal(path: Path) -> ReadResult:
+    with open(path, "rb") as f:
+        return parse_journal(f.read())
+
+
+def journal_files(wal_dir: Path) -> list[Path]:
+    """Journal files in name order (day, then node)."""
+    try:
+        names = os.listdir(wal_dir)
+    except FileNotFoundError:
+        return []
+    return [wal_dir / n for n in sorted(names) if parse_journal_name(n)]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_for_append(path: Path) -> int:
+    """Open a journal for appending, first cutting off a torn tail so the next record does not
+    get glued to half of a previous one."""
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    size = os.fstat(fd).st_size
+    if size:
+        # Only the tail can be torn; look back far enough to find the last separator.
+        back = min(size, 1 << 16)
+        while True:
+            tail = os.pread(fd, back, size - back)
+            cut = tail.rfind(rec.RS_B)
+            if cut >= 0 or back == size:
+                break
+            back = min(size, back * 4)
+        keep = size - back + cut + 1 if cut >= 0 else 0
+        if keep != size:
+            log.warning("%s: cutting %d bytes of a torn record", path, size - keep)
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+    if created:
+        fsync_dir(path.parent)
+    return fd
+
+
+class _FileSet:
+    """Open append descriptors keyed by file name (one per node-day)."""
+
+    def __init__(self, wal_dir: Path) -> None:
+        self.wal_dir = wal_dir
+        self._fds: dict[str, int] = {}
+
+    def fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            if len(self._fds) > 32:  # old days: close them, they are rarely written again
+                self.close()
+            fd = self._fds[name] = _open_for_append(self.wal_dir / name)
+        return fd
+
+    def write(self, by_name: dict[str, list[bytes]], sync: bool) -> None:
+        for name, chunks in by_name.items():
+            fd = self.fd(name)
+            data = b"".join(chunks)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if sync:
+                os.fdatasync(fd)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _group(records: Iterable[Record]) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = defaultdict(list)
+    for r in records:
+        out[journal_name(r.day, r.node_id)].append(rec.encode(r))
+    return out
+
+
+# --- writing our own journal --------------------------------------------------------------------
+
+
+class JournalWriter:
+    """Appends this node's records. Sequence numbers are assigned in append order, so the file
+    order of one node's records is its sequence order."""
+
+    def __init__(self, wal_dir: Path, node: str, next_seq: int = 1) -> None:
+        self.wal_dir = wal_dir
+        self.node = check_node_name(node)
+        self.next_seq = next_seq
+        wal_dir.mkdir(parents=True, exist_ok=True)
+        self._files = _FileSet(wal_dir)
+        self._pending: list[Record] = []
+        self._issued = 0  # ticket of the newest append
+        self._durable = 0  # every ticket up to here is on disk
+        self._failed: dict[int, OSError] = {}
+        self._lock = trio.Lock()
+        self.batches = 0  # fsync'ed batches (group commit makes this < appends)
+
+    def take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+    def write_sync(self, records: list[Record]) -> None:
+        """Write and fsync records in the calling thread (CLI tools without a trio loop)."""
+        self._files.write(_group(records), sync=True)
+        self.batches += 1
+
+    async def append(self, records: list[Record]) -> None:
+        """Durably append records (already stamped with our seq). Returns once they are fsynced;
+        appenders that arrive while a flush is running are written together in the next one."""
+        if not records:
+            return
+        self._pending.extend(records)
+        self._issued += 1
+        ticket = self._issued
+        async with self._lock:
+            if ticket in self._failed:
+                raise self._failed.pop(ticket)
+            if self._durable >= ticket:
+                return
+            batch, self._pending = self._pending, []
+            upto = self._issued
+            try:
+                await trio.to_thread.run_sync(self.write_sync, batch)
+            except OSError as exc:
+                # Every appender in this batch gets the error; none of them was acknowledged.
+                for t in range(self._durable + 1, upto + 1):
+                    if t != ticket:
+                        self._failed[t] = exc
+                self._durable = upto
+                raise
+            self._durable = upto
+
+    def close(self) -> None:
+        self._files.close()
+
+
+# --- replicas of peers' journals ----------------------------------------------------------------
+
+
+class ReplicaWriter:
+    """Keeps records received from peers in ``wal/<day>_<origin>.usv`` so a restart needs no
+    re-gossip and the hub can compact a node whose own disk died. The caller de-duplicates
+    (the overlay knows which ``(origin, seq)`` it has)."""
+
+    def __init__(self, wal_dir: Path) -> None:
+        wal_dir.mkdir(parents=True, exist_ok=True)
+        self._files = _FileSet(wal_dir)
+
+    def write(self, records: list[Record], sync: bool = True) -> None:
+        if records:
+            self._files.write(_group(records), sync=sync)
+
+    def close(self) -> None:
+        self._files.close()
+
+
+# --- start-up scan ------------------------------------------------------------------------------
+
+
+@dataclass
+class ScanReport:
+    files: int = 0
+    records: int = 0
+    corrupt: list[tuple[str, int, str]] = field(default_factory=list)
+    torn: list[tuple[str, int]] = field(default_factory=list)
+
+
+def scan_wal(wal_dir: Path, report: ScanReport | None = None) -> Iterator[Record]:
+    """Every readable record in ``wal/``, file by file; problems go into ``report``."""
+    report = report if report is not None else ScanReport()
+    for path in journal_files(wal_dir):
+        res = read_journal(path)
+        report.files += 1
+        report.records += len(res.records)
+        for off, why in res.corrupt:
+            log.error("%s: skipping corrupt record at byte %d: %s", path.name, off, why)
+            report.corrupt.append((path.name, off, why))
+        if res.torn_tail:
+            log.warning("%s: ignoring %d bytes of a torn last record", path.name, res.torn_tail)
+            report.torn.append((path.name, res.torn_tail))
+        yield from res.records

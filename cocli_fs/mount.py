@@ -1,0 +1,11 @@
+"""Placeholder: the `mount` command is not built yet (see the open issues)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(args: argparse.Namespace) -> int:
+    print("cocli-fs: 'mount' is not implemented yet", file=sys.stderr)
+    return 2

@@ -1,0 +1,143 @@
+"""The overlay index: last-write-wins state of every ``(target, field)`` not yet in the base files.
+
+Merging is a join in a semilattice: for each key the record with the greatest
+``(hlc, node_id, seq|pos)`` wins, tombstones included. ``max`` is commutative, associative and
+idempotent, so any order, duplication or re-delivery of the same records gives the same state,
+and the same ``digest`` on every node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .record import Record
+
+
+# Outcome of applying one record.
+class Applied(IntEnum):
+    DUPLICATE = 0  # already had this (origin, seq): nothing to store or forward
+    LOST = 1  # new to us, but an existing record wins: store it, nothing visible changes
+    WON = 2  # the new winner for its field: caches of that entity must be invalidated
+
+
+@dataclass
+class OriginSeqs:
+    """Which sequence numbers of one origin we hold: all up to ``contiguous``, plus ``above``."""
+
+    contiguous: int = 0
+    above: set[int] = field(default_factory=set)
+
+    def add(self, seq: int) -> bool:
+        """Mark ``seq`` as held; False when it already was."""
+        if seq <= self.contiguous or seq in self.above:
+            return False
+        if seq == self.contiguous + 1:
+            self.contiguous = seq
+            above = self.above
+            while self.contiguous + 1 in above:
+                self.contiguous += 1
+                above.discard(self.contiguous)
+        else:
+            self.above.add(seq)
+        return True
+
+    def has(self, seq: int) -> bool:
+        return seq <= self.contiguous or seq in self.above
+
+    def missing(self, upto: int, limit: int = 10_000) -> list[tuple[int, int]]:
+        """Gaps below ``upto`` as inclusive ranges, at most ``limit`` sequence numbers in all."""
+        gaps: list[tuple[int, int]] = []
+        start = self.contiguous + 1
+        budget = limit
+        for s in [*sorted(x for x in self.above if x <= upto), upto + 1]:
+            if s > start:
+                end = min(s - 1, start + budget - 1)
+                gaps.append((start, end))
+                budget -= end - start + 1
+                if budget <= 0:
+                    break
+            start = s + 1
+        return gaps
+
+
+def _entry_hash(r: Record) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{r.target}\x1f{r.field}\x1f{r.hlc}\x1f{r.node_id}\x1f{r.kind}\x1f{r.value}".encode())
+    return int.from_bytes(h.digest(), "big")
+
+
+class Overlay:
+    """In-memory LWW map ``target -> field -> winning Record``."""
+
+    def __init__(self) -> None:
+        self.by_target: dict[str, dict[str, Record]] = {}
+        self.origins: dict[str, OriginSeqs] = {}
+        self._digest = 0
+        self.entries = 0
+        self.applied = 0
+        self.duplicates = 0
+
+    def apply(self, r: Record) -> Applied:
+        """Merge one record (from our journal, a peer, a replica or S3)."""
+        if r.seq:
+            seqs = self.origins.get(r.node_id)
+            if seqs is None:
+                seqs = self.origins[sys.intern(r.node_id)] = OriginSeqs()
+            if not seqs.add(r.seq):
+                self.duplicates += 1
+                return Applied.DUPLICATE
+        self.applied += 1
+        fields = self.by_target.get(r.target)
+        if fields is None:
+            fields = self.by_target[r.target] = {}
+        cur = fields.get(r.field)
+        if cur is None:
+            fields[sys.intern(r.field)] = r
+            self.entries += 1
+            self._digest ^= _entry_hash(r)
+            return Applied.WON
+        if r.order > cur.order:
+            fields[r.field] = r
+            self._digest ^= _entry_hash(cur) ^ _entry_hash(r)
+            return Applied.WON
+        if r.order == cur.order:
+            # The same record again (cocli records carry no seq to de-duplicate by).
+            self.duplicates += 1
+            return Applied.DUPLICATE
+        return Applied.LOST
+
+    def get(self, target: str) -> dict[str, Record]:
+        return self.by_target.get(target, {})
+
+    def winner(self, target: str, field_name: str) -> Record | None:
+        return self.by_target.get(target, {}).get(field_name)
+
+    def drop(self, target: str, field_name: str, upto: tuple[int, str, int]) -> bool:
+        """Forget the entry for a field if its winner orders at or below ``upto`` (it is now
+        in the base file). A newer winner stays."""
+        fields = self.by_target.get(target)
+        cur = fields.get(field_name) if fields else None
+        if cur is None or cur.order > upto:
+            return False
+        assert fields is not None
+        del fields[field_name]
+        if not fields:
+            del self.by_target[target]
+        self.entries -= 1
+        self._digest ^= _entry_hash(cur)
+        return True
+
+    def contiguous(self) -> dict[str, int]:
+        """Per origin: highest sequence number up to which we hold every record."""
+        return {node: s.contiguous for node, s in self.origins.items()}
+
+    def highest(self) -> dict[str, int]:
+        """Per origin: the highest sequence number we hold (gaps possible below it)."""
+        return {n: max([s.contiguous, *s.above]) for n, s in self.origins.items()}
+
+    def digest(self) -> str:
+        """Order-independent fingerprint of the whole state (XOR of the winners' hashes)."""
+        return f"{self._digest:016x}-{self.entries}"

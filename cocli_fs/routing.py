@@ -1,0 +1,122 @@
+"""Write routing: which path on the mount goes where. The rules are data (DEFAULT_ROUTES, plus
+``[mount] routes`` from the config tried first); the FUSE layer asks ``Router.route(path)``.
+
+Patterns are matched against the path relative to the mount root, segment by segment:
+``*`` matches one segment (with shell-style wildcards inside it), ``**`` any number of segments,
+and ``{kind}`` any configured entity kind (``companies``, ``people``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Route(StrEnum):
+    ROOT = "root"  # the mount root
+    KIND = "kind"  # companies/, people/
+    ENTITY = "entity"  # companies/<slug>/ : mkdir goes straight to the store
+    INDEX = "index"  # _index.md: creates the entity, or a diff into journal records
+    TAGS = "tags"  # tags.lst: one record for field `tags`
+    FIELDS_DIR = "fields_dir"  # _fields/
+    FIELD = "field"  # _fields/<name>: one record (unlink: tombstone)
+    STORE = "store"  # notes/, meetings/, enrichments/, anything else: the backing store
+    SCRATCH = "scratch"  # editor swap/backup files: node-local, never synced or gossiped
+    READONLY = "readonly"  # wal/: EROFS on any write
+    PRIVATE = "private"  # our own state folder: EACCES
+    INVALID = "invalid"  # a name that may not exist here: EINVAL
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    route: Route
+
+
+DEFAULT_ROUTES: tuple[Rule, ...] = (
+    Rule(".cocli-fs", Route.PRIVATE),
+    Rule(".cocli-fs/**", Route.PRIVATE),
+    Rule("wal", Route.READONLY),
+    Rule("wal/**", Route.READONLY),
+    # Editor scratch: vim swap/backup and its write test file, emacs lock files, backups.
+    Rule("**/.*.sw[a-p]", Route.SCRATCH),
+    Rule("**/.*.sw[a-p]x", Route.SCRATCH),
+    Rule("**/*~", Route.SCRATCH),
+    Rule("**/4913", Route.SCRATCH),
+    Rule("**/.#*", Route.SCRATCH),
+    Rule("{kind}", Route.KIND),
+    Rule("{kind}/*", Route.ENTITY),
+    Rule("{kind}/*/_index.md", Route.INDEX),
+    Rule("{kind}/*/tags.lst", Route.TAGS),
+    Rule("{kind}/*/_fields", Route.FIELDS_DIR),
+    Rule("{kind}/*/_fields/*", Route.FIELD),
+    Rule("{kind}/*/_fields/**", Route.INVALID),  # no sub-folders under _fields/
+    Rule("**", Route.STORE),
+)
+
+SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,254}$")
+FIELD_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class PathError(ValueError):
+    """A path that may never exist on the mount (``..``, bad slug, control bytes)."""
+
+
+def _match(pattern: list[str], parts: list[str], kinds: frozenset[str]) -> bool:
+    if not pattern:
+        return not parts
+    head = pattern[0]
+    if head == "**":
+        return any(_match(pattern[1:], parts[i:], kinds) for i in range(len(parts) + 1))
+    if not parts:
+        return False
+    ok = parts[0] in kinds if head == "{kind}" else fnmatch.fnmatchcase(parts[0], head)
+    return ok and _match(pattern[1:], parts[1:], kinds)
+
+
+class Router:
+    def __init__(self, kinds: list[str], extra: list[dict[str, str]] | None = None) -> None:
+        self.kinds = frozenset(kinds)
+        rules = [Rule(r["pattern"], Route(r["route"])) for r in (extra or [])]
+        self.rules = [(r.pattern.split("/"), r.route) for r in (*rules, *DEFAULT_ROUTES)]
+        self._cache: dict[tuple[str, ...], Route] = {}
+
+    def route(self, parts: tuple[str, ...]) -> Route:
+        """Route for a path given as its segments (``("companies", "acme", "_index.md")``)."""
+        if not parts:
+            return Route.ROOT
+        hit = self._cache.get(parts)
+        if hit is not None:
+            return hit
+        route = Route.STORE
+        for pattern, r in self.rules:
+            if _match(pattern, list(parts), self.kinds):
+                route = r
+                break
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[parts] = route
+        return route
+
+    def split(self, path: str) -> tuple[str, ...]:
+        """``"companies/acme/notes/a.md"`` -> segments, refusing anything that could escape."""
+        parts = tuple(p for p in path.split("/") if p)
+        for p in parts:
+            check_name(p)
+        if len(parts) >= 2 and parts[0] in self.kinds and not SLUG_RE.match(parts[1]):
+            raise PathError(f"{parts[1]!r} is not a valid slug")
+        return parts
+
+
+def check_name(name: str) -> None:
+    if name in (".", "..") or "/" in name or "\x00" in name:
+        raise PathError(f"invalid name {name!r}")
+    if any(ord(c) < 32 for c in name):
+        raise PathError(f"control character in name {name!r}")
+
+
+def target_of(parts: tuple[str, ...]) -> str:
+    """``("companies", "acme", ...)`` -> ``"companies/acme"`` (the journal's target)."""
+    return f"{parts[0]}/{parts[1]}"

@@ -1,0 +1,239 @@
+"""One node's live state: its data folder, clock, journal, replicas and overlay.
+
+This is the domain core that the mount, gossip, sync and compaction share. It knows nothing of
+FUSE or sockets: local edits come in through ``write_fields``, peers' records through
+``receive``, and whoever needs to react (kernel cache invalidation, gossip push) registers a
+listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import record as rec
+from .config import Config
+from .document import TOMBSTONE, BaseDoc, Change, DocumentError, load_base, merge
+from .hlc import HybridClock
+from .journal import JournalWriter, ReplicaWriter, ScanReport, scan_wal
+from .overlay import Applied, Overlay
+from .record import Record
+
+log = logging.getLogger(__name__)
+
+PRIVATE_DIR = ".cocli-fs"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """The backing store: cocli's layout plus our private folder."""
+
+    root: Path
+
+    @property
+    def wal(self) -> Path:
+        return self.root / "wal"
+
+    @property
+    def private(self) -> Path:
+        return self.root / PRIVATE_DIR
+
+    def entity(self, target: str) -> Path:
+        return self.root / target
+
+    @staticmethod
+    def check(root: Path, kinds: Iterable[str] = ("companies", "people")) -> DataDir:
+        """A data folder is a directory that is empty or holds cocli's layout."""
+        if not root.is_dir():
+            raise NotADirectoryError(f"{root} is not a directory")
+        names = set(os.listdir(root))
+        known = {*kinds, "wal", PRIVATE_DIR}
+        if names and not names & known:
+            raise ValueError(
+                f"{root} does not look like a cocli data folder (no {', '.join(sorted(known))})"
+            )
+        return DataDir(root)
+
+
+# (changed targets, the records behind the change, True when written on this node)
+Listener = Callable[[set[str], list[Record], bool], None]
+
+
+class NodeState:
+    def __init__(self, data: DataDir, config: Config) -> None:
+        self.data = data
+        self.config = config
+        self.node = config.node
+        self.overlay = Overlay()
+        self.clock = HybridClock(max_skew_ms=int(config.gossip.max_skew * 1000))
+        self.listeners: list[Listener] = []
+        self.scan = ScanReport()
+        self.journal: JournalWriter | None = None
+        self.replicas: ReplicaWriter | None = None
+        self.floor_seq = 0  # own seq already compacted away (set by the compaction checkpoint)
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def load(self) -> ScanReport:
+        """Replay every journal in ``wal/`` (own and replicas) into the overlay, and recover
+        our next sequence number and the clock's floor from what is on disk."""
+        self.data.private.mkdir(parents=True, exist_ok=True)
+        report = ScanReport()
+        overlay = self.overlay
+        own_seq = self.floor_seq
+        max_hlc = 0
+        for r in scan_wal(self.data.wal, report):
+            overlay.apply(r)
+            if r.hlc > max_hlc:
+                max_hlc = r.hlc
+            if r.node_id == self.node and r.seq > own_seq:
+                own_seq = r.seq
+        self.scan = report
+        self.clock.update(max_hlc)
+        self.journal = JournalWriter(self.data.wal, self.node, next_seq=own_seq + 1)
+        self.replicas = ReplicaWriter(self.data.wal)
+        return report
+
+    def close(self) -> None:
+        if self.journal:
+            self.journal.close()
+        if self.replicas:
+            self.replicas.close()
+
+    # -- local writes ----------------------------------------------------------------------------
+
+    def stamp(self, target: str, changes: Mapping[str, Change]) -> list[Record]:
+        """Turn field changes into records of ours (validated; raises RecordError)."""
+        assert self.journal is not None, "load() first"
+        out = []
+        for name in changes:  # validate all before taking any sequence number
+            rec.check_text("field", name)
+        for name, value in changes.items():
+            tomb = value is TOMBSTONE
+            out.append(
+                rec.make(
+                    hlc=self.clock.now(),
+                    node_id=self.node,
+                    seq=0,
+                    target=target,
+                    field=name,
+                    value=None if tomb else value,
+                    tombstone=tomb,
+                    campaign_name=self.config.campaign,
+                    environment=self.config.environment,
+                )
+            )
+        # Sequence numbers only once every record is known to be valid: no gaps from errors.
+        return [_with_seq(r, self.journal.take_seq()) for r in out]
+
+    async def write_fields(self, target: str, changes: Mapping[str, Change]) -> list[Record]:
+        """Durably journal field changes, then make them visible. Returns the records."""
+        records = self.stamp(target, changes)
+        if records:
+            assert self.journal is not None
+            await self.journal.append(records)
+            self._applied_local(records)
+        return records
+
+    def write_fields_sync(self, target: str, changes: Mapping[str, Change]) -> list[Record]:
+        records = self.stamp(target, changes)
+        if records:
+            assert self.journal is not None
+            self.journal.write_sync(records)
+            self._applied_local(records)
+        return records
+
+    def _applied_local(self, records: list[Record]) -> None:
+        targets = set()
+        for r in records:
+            self.overlay.apply(r)
+            targets.add(r.target)
+        self._notify(targets, records, True)
+
+    # -- records from elsewhere ------------------------------------------------------------------
+
+    def receive(
+        self, records: Iterable[Record], peer: str | None = None, sync: bool = False
+    ) -> list[Record]:
+        """Merge records from a peer, a replica download or S3. Returns those that were new
+        (they were also written to the local replica journals)."""
+        assert self.replicas is not None, "load() first"
+        new: list[Record] = []
+        changed: set[str] = set()
+        for r in records:
+            if (
+                r.node_id == self.node
+                and self.journal is not None
+                and r.seq >= self.journal.next_seq
+            ):
+                # Our own records coming back from a time before a lost disk: keep numbering
+                # after them, never reuse a sequence number.
+                self.journal.next_seq = r.seq + 1
+            self.clock.update(r.hlc, peer or r.node_id)
+            res = self.overlay.apply(r)
+            if res is Applied.DUPLICATE:
+                continue
+            new.append(r)
+            if res is Applied.WON:
+                changed.add(r.target)
+        own = [r for r in new if r.node_id == self.node]
+        if own and self.journal is not None:
+            self.journal.write_sync(own)  # our own lost records go back into our journal
+        self.replicas.write([r for r in new if r.node_id != self.node], sync=sync)
+        if changed:
+            self._notify(changed, new, False)
+        return new
+
+    def _notify(self, targets: set[str], records: list[Record], local: bool) -> None:
+        for fn in list(self.listeners):
+            try:
+                fn(targets, records, local)
+            except Exception:  # a listener's bug must not undo a durable write
+                log.exception("listener %r failed", fn)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def base(self, target: str) -> BaseDoc:
+        """The entity's base document from the store (raises DocumentError if it is broken)."""
+        d = self.data.entity(target)
+        return load_base(_read_text(d / "_index.md"), _read_text(d / "tags.lst"))
+
+    def merged(self, target: str) -> tuple[BaseDoc, dict[str, Any]]:
+        try:
+            base = self.base(target)
+        except DocumentError as exc:
+            # A broken base must not hide the overlay: show the overlay alone and say why.
+            log.error("%s/_index.md: %s", target, exc)
+            base = BaseDoc()
+        return base, merge(base, self.overlay.get(target))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "digest": self.overlay.digest(),
+            "sequence": (self.journal.next_seq - 1) if self.journal else 0,
+            "overlay_entries": self.overlay.entries,
+            "overlay_targets": len(self.overlay.by_target),
+            "origins": self.overlay.contiguous(),
+            "clock_skew_ms": {p: r.skew_ms for p, r in self.clock.peers.items()},
+            "skewed_peers": self.clock.skewed_peers(),
+            "corrupt_records": len(self.scan.corrupt),
+        }
+
+
+def _with_seq(r: Record, seq: int) -> Record:
+    from dataclasses import replace
+
+    return replace(r, seq=seq)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None

@@ -1,0 +1,62 @@
+"""``cocli-fs status``: what a node knows, as a table or JSON (keys of DESIGN §8 are a contract).
+
+Without a running mount it reads ``DATA`` directly (replaying the journals)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import config as config_mod
+from .state import DataDir, NodeState
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = config_mod.load(args.config, args.node)
+    state = NodeState(DataDir.check(args.data, cfg.mount.kinds), cfg)
+    state.load()
+    try:
+        info = state.status()
+    finally:
+        state.close()
+    info.setdefault("peers", [])
+    info.setdefault("pending_records", state.overlay.entries)
+    info.setdefault("dirty", 0)
+    info["mounted"] = False
+    return info
+
+
+def render(info: dict[str, Any]) -> str:
+    rows = [
+        ("node", info["node"]),
+        ("mounted", "yes" if info.get("mounted") else "no"),
+        ("own sequence", info.get("sequence", 0)),
+        ("digest", info["digest"]),
+        ("pending records", info["pending_records"]),
+        ("overlay entries", info.get("overlay_entries", 0)),
+        ("dirty files", info["dirty"]),
+    ]
+    out = [f"{k:<18} {v}" for k, v in rows]
+    if info.get("origins"):
+        out.append("origins (contiguous seq):")
+        out += [f"  {n:<16} {s}" for n, s in sorted(info["origins"].items())]
+    if info["peers"]:
+        out.append(f"{'peer':<24} {'state':<8} {'last seen':<10} skew")
+        for p in info["peers"]:
+            out.append(
+                f"{p['address']:<24} {p['state']:<8} {p.get('last_seen', '-')!s:<10}"
+                f" {p.get('skew_ms', '-')}"
+            )
+    return "\n".join(out)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        info = collect(args)
+    except (OSError, ValueError) as exc:
+        print(f"cocli-fs status: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(info, indent=2, sort_keys=True) if args.json else render(info))
+    return 0
