@@ -1,0 +1,44 @@
+"""Background services that run beside the FUSE loop in the mount's one trio nursery.
+
+Each service is startable (``await nursery.start(service.run)`` returns once it is ready),
+reports a ``status()`` dict that ``cocli-fs status`` merges, and may register control-socket
+commands. Which services run is decided here, from the config, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import trio
+
+from .control import ControlServer
+from .state import NodeState
+
+
+class Service(Protocol):
+    name: str
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; call ``task_status.started()`` once serving."""
+
+    def status(self) -> dict[str, Any]:
+        """Keys merged into ``cocli-fs status`` (DESIGN §8 names some of them)."""
+
+
+def build_services(state: NodeState, control: ControlServer) -> list[Service]:
+    """The services this node's config asks for, in start order."""
+    cfg = state.config
+    services: list[Service] = []
+    if cfg.gossip.enabled and cfg.gossip.peers:
+        from .gossip import GossipService
+
+        services.append(GossipService(state))
+    if cfg.s3 is not None:
+        from .s3sync import SyncService
+
+        services.append(SyncService(state, control))
+    if cfg.hub.enabled and cfg.hub.interval > 0:
+        from .compaction import CompactionService
+
+        services.append(CompactionService(state, control))
+    return services
