@@ -61,6 +61,8 @@ class DataDir:
 
 # (changed targets, the records behind the change, True when written on this node)
 Listener = Callable[[set[str], list[Record], bool], None]
+# (paths relative to the data folder that something other than the mount changed in the store)
+FileListener = Callable[[list[str]], None]
 
 
 class NodeState:
@@ -71,6 +73,7 @@ class NodeState:
         self.overlay = Overlay()
         self.clock = HybridClock(max_skew_ms=int(config.gossip.max_skew * 1000))
         self.listeners: list[Listener] = []
+        self.file_listeners: list[FileListener] = []
         self.scan = ScanReport()
         self.journal: JournalWriter | None = None
         self.replicas: ReplicaWriter | None = None
@@ -194,6 +197,16 @@ class NodeState:
                 fn(targets, records, local)
             except Exception:  # a listener's bug must not undo a durable write
                 log.exception("listener %r failed", fn)
+
+    def notify_files(self, paths: list[str]) -> None:
+        """Tell the mount that files in the store changed behind its back (S3 pull, compaction),
+        so it drops cached names, attributes and contents for them. Called from trio tasks,
+        never from inside a FUSE request handler's own call chain."""
+        for fn in list(self.file_listeners):
+            try:
+                fn(paths)
+            except Exception:
+                log.exception("file listener %r failed", fn)
 
     # -- reading ---------------------------------------------------------------------------------
 
