@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="a small cluster on loopback with a local S3 server")
     d.add_argument("--dir", type=Path, default=Path("demo-cluster"), help="working folder")
-    d.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    d.add_argument(
+        "--stop-at-end", action="store_true", help="stop the cluster when the story is told"
+    )
     d.add_argument("--stop", action="store_true", help="stop a cluster left running")
     return p
 
