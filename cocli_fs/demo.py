@@ -201,7 +201,14 @@ def run(workdir: Path) -> None:
         _write_config(node, [p for p in nodes if p is not node], s3.endpoint, key)
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3.endpoint, **_boto_kwargs())
+    creds = credentials()
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+        region_name=creds["AWS_DEFAULT_REGION"],
+    )
     client.create_bucket(Bucket=BUCKET)
     _say(f"    S3 endpoint {s3.endpoint}, bucket {BUCKET}; nodes: {', '.join(NODES)}")
 
@@ -211,8 +218,8 @@ def run(workdir: Path) -> None:
     companies = sample.write_tree(seed, SEED_COMPANIES, notes_every=10)
     for path in sorted(seed.rglob("*")):
         if path.is_file():
-            key = str(path.relative_to(seed))
-            client.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+            obj = str(path.relative_to(seed))
+            client.put_object(Bucket=BUCKET, Key=obj, Body=path.read_bytes())
     for node in nodes:
         res = _cli("sync", node.data, "--config", node.config, "--bootstrap")
         _say(f"    {node.name}: sync --bootstrap: {res.stdout.strip().splitlines()[-1:]}")
@@ -254,7 +261,7 @@ def run(workdir: Path) -> None:
     want = f"+1-555-01{199:02d}-{199:04d}\n"
     for node in (w2, hub):
         field_file = node.mnt / "companies" / last.slug / "_fields" / "phone_number"
-        dt = _wait(f"enrichment on {node.name}", lambda f=field_file: _read(f) == want)
+        dt = _wait(f"enrichment on {node.name}", _shows(field_file, want))
         _say(f"    {node.name} shows the last value {dt * 1000:.0f} ms after worker-1's close()")
     _say(f"    200 durable field writes through the mount took {wrote:.2f} s")
     journal = sorted((w1.data / "wal").glob("*_worker-1.usv"))
@@ -317,13 +324,8 @@ def run(workdir: Path) -> None:
         raise RuntimeError("the nodes did not converge")
 
 
-def _boto_kwargs() -> dict[str, str]:
-    c = credentials()
-    return {
-        "aws_access_key_id": c["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": c["AWS_SECRET_ACCESS_KEY"],
-        "region_name": c["AWS_DEFAULT_REGION"],
-    }
+def _shows(path: Path, want: str) -> Callable[[], bool]:
+    return lambda: _read(path) == want
 
 
 def main(args: argparse.Namespace) -> int:
