@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from . import record as rec
+from .checkpoint import Checkpoint
+from .checkpoint import load as load_checkpoint
 from .config import Config
+from .dirty import DirtySet
 from .document import TOMBSTONE, BaseDoc, Change, DocumentError, load_base, merge
 from .hlc import HybridClock
 from .journal import JournalWriter, ReplicaWriter, ScanReport, scan_wal
-from .overlay import Applied, Overlay
+from .overlay import Applied, OriginSeqs, Overlay
 from .record import Record
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,17 @@ class NodeState:
         self.journal: JournalWriter | None = None
         self.replicas: ReplicaWriter | None = None
         self.floor_seq = 0  # own seq already compacted away (set by the compaction checkpoint)
+        self.checkpoint = Checkpoint()  # the last compaction checkpoint this node adopted
+        self._dirty: DirtySet | None = None
+
+    @property
+    def dirty(self) -> DirtySet:
+        """The persisted set of files to push to S3: ONE instance per data folder and process,
+        shared by the mount (marks) and S3 sync (snapshot/clear) — two instances over the same
+        log would not see each other's marks and clears."""
+        if self._dirty is None:
+            self._dirty = DirtySet(self.data.private)
+        return self._dirty
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -87,8 +101,16 @@ class NodeState:
         self.data.private.mkdir(parents=True, exist_ok=True)
         report = ScanReport()
         overlay = self.overlay
+        # What compaction folded into the base files (and may have retired from wal/): our own
+        # numbering continues above its watermark, and records at or below it (or older than
+        # a compacted field version) never become overlay entries again.
+        cp = self.checkpoint = load_checkpoint(self.data.wal)
+        self.floor_seq = max(self.floor_seq, cp.watermarks.get(self.node, 0))
+        for origin, wm in cp.watermarks.items():
+            overlay.origins.setdefault(origin, OriginSeqs()).contiguous = wm
+        overlay.compacted = cp.fields
         own_seq = self.floor_seq
-        max_hlc = 0
+        max_hlc = cp.max_hlc
         for r in scan_wal(self.data.wal, report):
             overlay.apply(r)
             if r.hlc > max_hlc:
@@ -106,6 +128,9 @@ class NodeState:
             self.journal.close()
         if self.replicas:
             self.replicas.close()
+        if self._dirty is not None:
+            self._dirty.close()
+            self._dirty = None
 
     # -- local writes ----------------------------------------------------------------------------
 
