@@ -17,6 +17,7 @@ COMMANDS = {
     "compact": "cocli_fs.compaction",
     "sync": "cocli_fs.s3sync",
     "demo": "cocli_fs.demo",
+    "serve": "cocli_fs.headless",
 }
 
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--bootstrap", action="store_true", help="first full sync of an empty node")
     y.add_argument("--push-only", action="store_true")
     y.add_argument("--pull-only", action="store_true")
+
+    sv = sub.add_parser("serve", help="run a node without FUSE (gossip, sync): scrapers, tests")
+    common(sv)
 
     d = sub.add_parser("demo", help="a small cluster on loopback with a local S3 server")
     d.add_argument("--dir", type=Path, default=Path("demo-cluster"), help="working folder")

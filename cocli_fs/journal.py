@@ -241,6 +241,20 @@ class ReplicaWriter:
         if records:
             self._files.write(_group(records), sync=sync)
 
+    async def flush(self) -> None:
+        """fsync what ``write(sync=False)`` left in the page cache, in a worker thread. It syncs
+        duplicated descriptors, so a concurrent close of an old day's file is harmless."""
+        fds = [os.dup(fd) for fd in self._files._fds.values()]
+
+        def run() -> None:
+            for fd in fds:
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+
+        await trio.to_thread.run_sync(run)
+
     def close(self) -> None:
         self._files.close()
 

@@ -1,0 +1,113 @@
+"""``cocli-fs serve DATA``: a node without FUSE — node state, control socket and the background
+services (gossip, S3 sync, compaction as the config asks) in one trio nursery.
+
+For scraper nodes that only write through ``cocli`` and for tests and benchmarks that need real
+nodes as real processes without a mount. The control socket answers ``status`` (the same keys as
+a mount) and ``write`` / ``write_batch`` (durable field writes, as a ``close()`` on the mount).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections import defaultdict
+from typing import Any
+
+import trio
+
+from . import config as config_mod
+from .control import ControlServer, Progress
+from .document import TOMBSTONE, Change
+from .record import Record
+from .services import Service, build_services
+from .state import DataDir, NodeState
+
+log = logging.getLogger(__name__)
+
+
+class Headless:
+    def __init__(self, state: NodeState) -> None:
+        self.state = state
+        self.control = ControlServer(state.data.private)
+        self.services: list[Service] = build_services(state, self.control)
+        self.control.register("status", self._status)
+        self.control.register("write", self._write)
+        self.control.register("write_batch", self._write_batch)
+
+    def status(self) -> dict[str, Any]:
+        info = self.state.status()
+        for s in self.services:
+            info.update(s.status())
+        info.setdefault("peers", [])
+        info.setdefault("pending_records", self.state.overlay.entries)
+        info.setdefault("dirty", 0)
+        info["mounted"] = False
+        info["headless"] = True
+        info["services"] = [s.name for s in self.services]
+        return info
+
+    async def _status(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        return self.status()
+
+    async def _write(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """``{"target": "companies/x", "fields": {name: value}, "delete": [name, ...]}``."""
+        changes: dict[str, Change] = dict(args.get("fields") or {})
+        for name in args.get("delete") or []:
+            changes[name] = TOMBSTONE
+        records = await self.state.write_fields(str(args["target"]), changes)
+        return {"records": [_brief(r) for r in records]}
+
+    async def _write_batch(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """``{"items": [[target, field, value], ...]}``: all durable in shared group commits."""
+        by_target: dict[str, dict[str, Change]] = defaultdict(dict)
+        for target, field, value in args["items"]:
+            by_target[str(target)][str(field)] = value
+        out: list[Record] = []
+
+        async def one(target: str, changes: dict[str, Change]) -> None:
+            out.extend(await self.state.write_fields(target, changes))
+
+        async with trio.open_nursery() as n:
+            for target, changes in by_target.items():
+                n.start_soon(one, target, changes)
+        return {"count": len(out), "max_seq": max((r.seq for r in out), default=0)}
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.control.serve)
+            for s in self.services:
+                await nursery.start(s.run)
+            task_status.started()
+
+
+def _brief(r: Record) -> dict[str, Any]:
+    return {"seq": r.seq, "hlc": r.hlc, "target": r.target, "field": r.field}
+
+
+async def _serve(node: Headless) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        print(f"cocli-fs serve: node {node.state.node} ready", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+        nursery.cancel_scope.cancel()
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config, args.node)
+    try:
+        data = DataDir.check(args.data, cfg.mount.kinds)
+    except (OSError, ValueError) as exc:
+        print(f"cocli-fs serve: {exc}", file=sys.stderr)
+        return 1
+    state = NodeState(data, cfg)
+    state.load()
+    try:
+        node = Headless(state)  # raises ConfigError (e.g. no gossip key): reported by cli.main
+        trio.run(_serve, node)
+    finally:
+        state.close()
+    return 0
