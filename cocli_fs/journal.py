@@ -11,6 +11,7 @@ the next append), a record failing its checksum is reported and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -157,6 +158,13 @@ class _FileSet:
             os.close(fd)
         self._fds.clear()
 
+    def release(self, name: str) -> None:
+        """Close the descriptor of one file (it is about to be deleted: appending to an
+        unlinked inode would lose records). The next write reopens, creating a new file."""
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
 
 def _group(records: Iterable[Record]) -> dict[str, list[bytes]]:
     out: dict[str, list[bytes]] = defaultdict(list)
@@ -221,6 +229,21 @@ class JournalWriter:
                 raise
             self._durable = upto
 
+    async def retire(self, files: list[tuple[Path, int]]) -> list[Path]:
+        """Delete fully compacted journal files, each only if it still has the size it had when
+        it was found compacted. Holds the append lock (no batch is being written) and drops our
+        descriptor first, so no append can land in an unlinked file. Returns what it deleted."""
+        done = []
+        async with self._lock:
+            for p, size in files:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(p).st_size != size:
+                        continue
+                    self._files.release(p.name)
+                    os.unlink(p)
+                    done.append(p)
+        return done
+
     def close(self) -> None:
         self._files.close()
 
@@ -240,6 +263,10 @@ class ReplicaWriter:
     def write(self, records: list[Record], sync: bool = True) -> None:
         if records:
             self._files.write(_group(records), sync=sync)
+
+    def release(self, name: str) -> None:
+        """Close our descriptor of one replica file before it is deleted (see _FileSet)."""
+        self._files.release(name)
 
     async def flush(self) -> None:
         """fsync what ``write(sync=False)`` left in the page cache, in a worker thread. It syncs

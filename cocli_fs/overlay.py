@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -79,6 +80,9 @@ class Overlay:
         self.entries = 0
         self.applied = 0
         self.duplicates = 0
+        # Versions already folded into the base files (the compaction checkpoint's ``fields``):
+        # a record at or below one of them is old news and loses, even with no entry here.
+        self.compacted: Mapping[str, Mapping[str, tuple[int, str, int]]] = {}
 
     def apply(self, r: Record) -> Applied:
         """Merge one record (from our journal, a peer, a replica or S3)."""
@@ -91,14 +95,17 @@ class Overlay:
                 return Applied.DUPLICATE
         self.applied += 1
         fields = self.by_target.get(r.target)
-        if fields is None:
-            fields = self.by_target[r.target] = {}
-        cur = fields.get(r.field)
+        cur = fields.get(r.field) if fields is not None else None
         if cur is None:
+            if self.compacted and self._below_compacted(r):
+                return Applied.LOST
+            if fields is None:
+                fields = self.by_target[r.target] = {}
             fields[sys.intern(r.field)] = r
             self.entries += 1
             self._digest ^= _entry_hash(r)
             return Applied.WON
+        assert fields is not None  # cur came from it
         if r.order > cur.order:
             fields[r.field] = r
             self._digest ^= _entry_hash(cur) ^ _entry_hash(r)
@@ -108,6 +115,12 @@ class Overlay:
             self.duplicates += 1
             return Applied.DUPLICATE
         return Applied.LOST
+
+    def _below_compacted(self, r: Record) -> bool:
+        """True when the base files already hold this field at ``r``'s version or newer."""
+        floor = self.compacted.get(r.target)
+        v = floor.get(r.field) if floor is not None else None
+        return v is not None and r.order <= v
 
     def get(self, target: str) -> dict[str, Record]:
         return self.by_target.get(target, {})
