@@ -215,6 +215,7 @@ class S3Storage:
         region: str | None = None,
         max_attempts: int | None = None,
         client: Any = None,
+        page_size: int = 1000,
     ) -> None:
         import boto3
         from botocore.config import Config as BotoConfig
@@ -222,6 +223,7 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
+        self.page_size = page_size
         self.stats = Stats()
         if max_attempts is None:
             max_attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "8"))
@@ -360,7 +362,11 @@ class S3Storage:
         return ObjectInfo(key, int(resp["ContentLength"]), str(resp["ETag"]).strip('"'))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self.prefix + prefix,
+            "MaxKeys": self.page_size,
+        }
         cut = len(self.prefix)
         while True:
             try:
