@@ -15,7 +15,9 @@ from cocli_fs.state import PRIVATE_DIR, DataDir, NodeState
 from cocli_fs.storage import from_config
 
 
-def node_config(node: str, endpoint: str, bucket: str, hub: bool = False, prefix: str = "") -> Config:
+def node_config(
+    node: str, endpoint: str, bucket: str, hub: bool = False, prefix: str = ""
+) -> Config:
     return config_mod.parse(
         {
             "node": node,
