@@ -199,14 +199,18 @@ def plan(
     has_base: Callable[[str], bool],
     create_after: float = CREATE_AFTER_S,
     now_ms: int | None = None,
+    blocked: Mapping[str, str] | None = None,
 ) -> Plan:
     """Contiguous prefixes above the watermarks, cut before records that must wait for their
-    entity's base document."""
+    entity's base document (or whose entity is ``blocked``: its base does not parse)."""
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     wait_ms = int(create_after * 1000)
     base_cache: dict[str, bool] = {}
+    blocked = blocked or {}
 
     def must_wait(r: Record) -> bool:
+        if r.target in blocked:
+            return True
         ok = base_cache.get(r.target)
         if ok is None:
             ok = base_cache[r.target] = has_base(r.target)
@@ -219,7 +223,9 @@ def plan(
         while seq in recs:
             r = recs[seq]
             if must_wait(r):
-                p.held[origin] = f"seq {seq}: {r.target} has no base document yet"
+                p.held[origin] = f"seq {seq}: {r.target} " + (
+                    "has a broken base document" if r.target in blocked else "has no base yet"
+                )
                 break
             p.records.append(r)
             seq += 1
@@ -232,7 +238,7 @@ def plan(
         upto = scan.slots.get(name, 0)
         for i, r in enumerate(crecs):
             if must_wait(r):
-                p.held[name] = f"position {r.pos}: {r.target} has no base document yet"
+                p.held[name] = f"position {r.pos}: {r.target} waits for its base document"
                 upto = r.pos - 1
                 p.pending += len(crecs) - i
                 break
@@ -427,9 +433,7 @@ def compact(
     # A base that does not parse cannot take the records: hold them back like a missing base.
     broken = _broken_targets(root, winners)
     if broken:
-        p = plan(
-            scan, cp, lambda t: t not in broken and has_base(t), float("inf"), now_ms
-        )
+        p = plan(scan, cp, has_base, create_after, now_ms, broken)
         for t, why in broken.items():
             p.held[t] = f"base document does not parse: {why}"
         winners = resolve(p.records, cp)

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from . import config as config_mod
+from .compaction import pending_records
 from .state import DataDir, NodeState
 
 
@@ -19,10 +20,10 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     state.load()
     try:
         info = state.status()
+        info.setdefault("pending_records", pending_records(state))
     finally:
         state.close()
     info.setdefault("peers", [])
-    info.setdefault("pending_records", state.overlay.entries)
     info.setdefault("dirty", 0)
     info["mounted"] = False
     return info
