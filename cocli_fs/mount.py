@@ -1,11 +1,222 @@
-"""Placeholder: the `mount` command is not built yet (see the open issues)."""
+"""``cocli-fs mount DATA MNT``: the mount's lifecycle.
+
+Checks first (a clear message and exit code 1 instead of a traceback): DATA must be a data
+folder, MNT an existing, empty-or-not, not-yet-mounted directory outside DATA, and no other
+mount of DATA may be running (a lock in DATA/.cocli-fs). Then one process runs, in ONE trio
+nursery: the FUSE loop, the control socket (``status``), the mount's own background tasks
+(kernel cache invalidation, scratch promotion) and every service from ``build_services``.
+
+Without ``--foreground`` the process forks, and the parent exits only once the child reports
+the file system mounted and serving (or exits 1 with the child's error). SIGINT/SIGTERM and
+``fusermount3 -u MNT`` end the loop; the file system is then unmounted and the journal closed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from . import config as config_mod
+from .control import ControlServer
+from .fs import Operations
+from .routing import Router
+from .services import build_services
+from .state import DataDir, NodeState
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "mount.lock"
+
+
+class MountError(RuntimeError):
+    """Something that keeps the mount from starting, said for a user."""
+
+
+def check_mountpoint(mnt: Path, data: Path) -> Path:
+    if not mnt.exists():
+        raise MountError(f"mount point {mnt} does not exist")
+    if not mnt.is_dir():
+        raise MountError(f"mount point {mnt} is not a directory")
+    try:
+        if os.path.ismount(mnt):
+            raise MountError(f"mount point {mnt} is busy: something is already mounted there")
+    except OSError as exc:  # a dead FUSE mount answers ENOTCONN
+        raise MountError(
+            f"mount point {mnt} is busy (stale mount: {exc.strerror}); "
+            f"run 'fusermount3 -u -z {mnt}'"
+        ) from None
+    real = mnt.resolve()
+    if real == data or data in real.parents:
+        raise MountError(f"mount point {mnt} is inside the data folder {data}")
+    return real
+
+
+def take_lock(private: Path) -> int:
+    """One mount per data folder: an flock held for the life of the process (kill -9 frees it)."""
+    private.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MountError(f"{private.parent} is already mounted by another cocli-fs") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def fuse_options(debug: bool) -> set[str]:
+    opts = set(pyfuse3.default_options)
+    opts |= {"fsname=cocli-fs", "subtype=cocli-fs"}
+    if debug:
+        opts.add("debug")
+    return opts
+
+
+async def serve(
+    state: NodeState,
+    mnt: Path,
+    debug: bool = False,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Mount, serve until unmounted or signalled, unmount."""
+    cfg = state.config
+    router = Router(cfg.mount.kinds, cfg.mount.routes)
+    ops = Operations(state, router)
+    control = ControlServer(state.data.private)
+    services = build_services(state, control)
+
+    async def status(args: dict[str, Any], progress: Any) -> dict[str, Any]:
+        info = state.status()
+        for s in services:
+            info.update(s.status())
+        info.setdefault("peers", [])
+        info.setdefault("pending_records", state.overlay.entries)
+        info.setdefault("dirty", len(state.dirty))
+        info["mounted"] = True
+        info["mountpoint"] = str(mnt)
+        info["pid"] = os.getpid()
+        info["refused_writes"] = ops.refused
+        return info
+
+    control.register("status", status)
+    pyfuse3.init(ops, str(mnt), fuse_options(debug))
+    unmounted = False
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def fuse_loop() -> None:
+                await pyfuse3.main()
+                nursery.cancel_scope.cancel()  # fusermount3 -u: the loop ended, so do we
+
+            async def on_signals() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+                    async for signum in sigs:
+                        log.info("signal %d: unmounting", signum)
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(on_signals)
+            await nursery.start(ops.run)
+            await nursery.start(control.serve)
+            for s in services:
+                await nursery.start(s.run)
+            nursery.start_soon(fuse_loop)
+            log.info("mounted %s on %s as node %s", state.data.root, mnt, state.node)
+            if ready is not None:
+                ready()
+    finally:
+        ops.shutdown()
+        with contextlib.suppress(Exception):
+            pyfuse3.close(unmount=not unmounted)
+
+
+def _daemonize() -> tuple[int, Callable[[str], None]]:
+    """Fork; the parent waits for one status line from the child on a pipe."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            msg = f.read().decode("utf-8", "replace")
+        if msg.startswith("ok"):
+            os._exit(0)
+        sys.stderr.write(f"cocli-fs mount: {msg.removeprefix('error ').strip() or 'failed'}\n")
+        os._exit(1)
+    os.close(r)
+    os.setsid()
+
+    def report(msg: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(w, msg.encode())
+            os.close(w)
+
+    return w, report
+
+
+def _quiet_stdio(log_file: Path) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(devnull)
+    os.close(out)
+    root = logging.getLogger()
+    for h in root.handlers:
+        if isinstance(h, logging.StreamHandler):
+            h.setStream(sys.stderr)
+    root.setLevel(min(root.level, logging.INFO))
 
 
 def main(args: argparse.Namespace) -> int:
-    print("cocli-fs: 'mount' is not implemented yet", file=sys.stderr)
-    return 2
+    report: Callable[[str], None] | None = None
+    try:
+        cfg = config_mod.load(args.config, args.node)
+        data_root = Path(args.data).resolve()
+        try:
+            data = DataDir.check(data_root, cfg.mount.kinds)
+        except (OSError, ValueError) as exc:
+            raise MountError(str(exc)) from None
+        mnt = check_mountpoint(Path(args.mountpoint), data_root)
+        if not args.foreground:
+            _w, report = _daemonize()
+            _quiet_stdio(data.private / "mount.log")
+        lock = take_lock(data.private)
+        state = NodeState(data, cfg)
+        state.load()
+    except (MountError, config_mod.ConfigError) as exc:
+        if report is not None:
+            report(f"error {exc}")
+            os._exit(1)
+        print(f"cocli-fs mount: {exc}", file=sys.stderr)
+        return 1
+    ready_report = report
+
+    def ready() -> None:
+        if ready_report is not None:
+            ready_report("ok")
+
+    try:
+        trio.run(serve, state, mnt, bool(getattr(args, "debug_fuse", False)), ready)
+    except RuntimeError as exc:  # pyfuse3.init failing to mount (fusermount3's message)
+        if report is not None:
+            report(f"error {exc}")
+        log.error("mount failed: %s", exc)
+        print(f"cocli-fs mount: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        state.close()
+        os.close(lock)
+    return 0

@@ -76,12 +76,46 @@ def _match(pattern: list[str], parts: list[str], kinds: frozenset[str]) -> bool:
     return ok and _match(pattern[1:], parts[1:], kinds)
 
 
+def _segment_regex(seg: str, kinds: frozenset[str]) -> str:
+    """One pattern segment -> a regex for ``/<segment>`` (shell-style wildcards, no '/')."""
+    if seg == "**":
+        return "(?:/[^/]+)*"
+    if seg == "{kind}":
+        return "/(?:" + "|".join(re.escape(k) for k in sorted(kinds)) + ")"
+    out, i = ["/"], 0
+    while i < len(seg):
+        c = seg[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and "]" in seg[i + 2 :]:
+            j = seg.index("]", i + 2)
+            body = seg[i + 1 : j]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
 class Router:
     def __init__(self, kinds: list[str], extra: list[dict[str, str]] | None = None) -> None:
         self.kinds = frozenset(kinds)
         rules = [Rule(r["pattern"], Route(r["route"])) for r in (extra or [])]
         self.rules = [(r.pattern.split("/"), r.route) for r in (*rules, *DEFAULT_ROUTES)]
         self._cache: dict[tuple[str, ...], Route] = {}
+        # All rules as one ordered alternation: the first alternative that matches is the
+        # first rule that matches, so a lookup costs one regex match instead of a rule walk
+        # (the mount classifies every entry of a 300,000-entry listing).
+        alts = [
+            f"(?P<r{i}>{''.join(_segment_regex(s, self.kinds) for s in pat)})$"
+            for i, (pat, _r) in enumerate(self.rules)
+        ]
+        self._regex = re.compile("^(?:" + "|".join(alts) + ")", re.DOTALL)
 
     def route(self, parts: tuple[str, ...]) -> Route:
         """Route for a path given as its segments (``("companies", "acme", "_index.md")``)."""
@@ -90,11 +124,8 @@ class Router:
         hit = self._cache.get(parts)
         if hit is not None:
             return hit
-        route = Route.STORE
-        for pattern, r in self.rules:
-            if _match(pattern, list(parts), self.kinds):
-                route = r
-                break
+        m = self._regex.match("/" + "/".join(parts))
+        route = self.rules[int(m.lastgroup[1:])][1] if m and m.lastgroup else Route.STORE
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[parts] = route

@@ -1,0 +1,1205 @@
+"""The pyfuse3 ``Operations``: translate kernel requests into the store, the scratch area and
+journal records, as the routing table says. Everything else (parsing, merging, journaling,
+scratch bookkeeping) lives in plain modules this class delegates to.
+
+Choices that matter for speed (docs/mount.md has the measurements):
+- inode numbers come from ``inodes.InodeTable`` and stay put while the kernel knows them;
+- a directory listing is taken once per ``opendir`` handle, and readdir offsets are positions
+  in it (O(1) per call, never a re-list of a 300,000-entry folder);
+- pyfuse3 always answers READDIRPLUS, so each entry carries its attributes; entry and attribute
+  timeouts come from the config and are invalidated when an entity changes;
+- xattr requests get ENOSYS (the pyfuse3 default), which the kernel remembers;
+- small files are read and stat'ed inline (a local ``pread`` of a few KB is cheaper than a
+  thread hop); only copying a whole file (rename of a big temp file) goes through a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from . import document as doc
+from .document import TOMBSTONE, Change, DocumentError
+from .inodes import InodeTable, Node
+from .record import RecordError, check_text
+from .routing import FIELD_RE, SLUG_RE, PathError, Route, Router, check_name, target_of
+from .scratch import Scratch
+from .state import NodeState
+from .views import EntityView, Views
+
+log = logging.getLogger(__name__)
+
+FUSEError = pyfuse3.FUSEError
+ROUTED = (Route.INDEX, Route.TAGS, Route.FIELD)
+VIRTUAL_DIR_MODE = stat.S_IFDIR | 0o755
+VIRTUAL_FILE_MODE = stat.S_IFREG | 0o644
+WRITE_BITS = 0o222
+
+
+def refuse(code: int, what: str, why: str) -> FUSEError:
+    """Every refused operation leaves one log line saying what and why."""
+    log.warning("refused %s: %s (%s)", what, why, errno.errorcode.get(code, code))
+    return FUSEError(code)
+
+
+# --- open files ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RealHandle:
+    """A file in the store or in scratch: reads and writes go to the file itself."""
+
+    node: Node
+    fd: int
+    store_rel: str | None  # path in DATA to mark dirty when written; None for scratch files
+    append: bool = False
+    wrote: bool = False
+
+
+@dataclass
+class BufferHandle:
+    """An open ``_index.md`` / ``tags.lst`` / ``_fields/<f>`` being written: the bytes collect
+    here and become journal records on flush (``close``) or fsync."""
+
+    node: Node
+    route: Route
+    buf: bytearray
+    append: bool = False
+    dirty: bool = False  # written since the last commit
+    # Created or truncated (O_TRUNC) but not written yet: a shell's ``> f`` closes a dup of the
+    # fd (a FLUSH) before it writes, so this alone commits only at release ("" as the value).
+    emptied: bool = False
+    committed: bool = False
+
+
+@dataclass
+class MemHandle:
+    """A synthesised file opened for reading: a snapshot of its rendered bytes."""
+
+    node: Node
+    data: bytes
+
+
+Handle = RealHandle | BufferHandle | MemHandle
+
+
+@dataclass
+class DirHandle:
+    node: Node
+    names: list[tuple[str, bool]] = field(default_factory=list)  # (name, virtual)
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, state: NodeState, router: Router, scratch_grace: float = 2.0) -> None:
+        super().__init__()
+        self.state = state
+        self.router = router
+        self.data: Path = state.data.root
+        self.table = InodeTable(router)
+        self.views = Views(state)
+        self.scratch = Scratch(state.data.private / "scratch", self.data, router, scratch_grace)
+        self.entry_timeout = state.config.mount.entry_timeout
+        self.attr_timeout = state.config.mount.attr_timeout
+        self.handles: dict[int, Handle | DirHandle] = {}
+        self._next_fh = 1
+        # Kernel cache invalidation happens in a task of its own (see ``run``): listeners may
+        # fire inside our own handlers, where libfuse must not be called back.
+        self._inval_targets: set[str] = set()
+        self._inval_paths: set[tuple[str, ...]] = set()
+        self._inval_asked = 0
+        self._inval_done = 0
+        self._inval_send, self._inval_recv = trio.open_memory_channel[None](1)
+        self._inval_cond = trio.Condition()
+        self.refused = 0
+        state.listeners.append(self._on_records)
+        state.file_listeners.append(self._on_files)
+
+    # -- background tasks ------------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Invalidation and scratch promotion; started in the mount's nursery."""
+        self.scratch.recover(self._promote)
+        async with trio.open_nursery() as n:
+            n.start_soon(self._invalidator)
+            n.start_soon(self._promoter)
+            task_status.started()
+
+    def shutdown(self) -> None:
+        """Unmount: every pending file still in scratch goes to the store."""
+        for parts in self.scratch.due(everything=True):
+            with contextlib.suppress(OSError):
+                self._promote(parts)
+
+    def _on_records(self, targets: set[str], records: list[Any], local: bool) -> None:
+        for t in targets:
+            self.views.drop(t)
+        self._inval_targets |= targets
+        self._wake()
+
+    def _on_files(self, paths: list[str]) -> None:
+        for p in paths:
+            parts = tuple(x for x in p.split("/") if x)
+            if len(parts) >= 2 and parts[0] in self.router.kinds:
+                t = target_of(parts)
+                self.views.drop(t)
+                self._inval_targets.add(t)
+            self._inval_paths.add(parts)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._inval_asked += 1
+        with contextlib.suppress(trio.WouldBlock):
+            self._inval_send.send_nowait(None)  # bounded and coalescing: one wake-up is enough
+
+    async def _invalidator(self) -> None:
+        async for _ in self._inval_recv:
+            asked = self._inval_asked
+            targets, self._inval_targets = self._inval_targets, set()
+            paths, self._inval_paths = self._inval_paths, set()
+            for t in targets:
+                self._invalidate_target(t)
+            for p in paths:
+                self._invalidate_path(p)
+            self._inval_done = asked
+            async with self._inval_cond:
+                self._inval_cond.notify_all()
+
+    async def _wait_invalidated(self) -> None:
+        """Let the invalidation task catch up, so a ``cat`` right after our ``close()`` sees
+        the change (bounded: a stuck kernel call must not hang the writer)."""
+        want = self._inval_asked
+        with trio.move_on_after(1.0):
+            async with self._inval_cond:
+                while self._inval_done < want:
+                    await self._inval_cond.wait()
+
+    def _kernel_forget_inode(self, node: Node) -> None:
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_inode(node.ino)
+
+    def _kernel_forget_entry(self, parent: Node, name: str) -> None:
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_entry_async(
+                parent.ino, _b(name), ignore_enoent=True
+            )
+
+    def _invalidate_target(self, target: str) -> None:
+        ent = self.table.known(tuple(target.split("/")))
+        if ent is None or not ent.children:
+            return
+        for name, child in list(ent.children.items()):
+            if name in (doc.INDEX, doc.TAGS_FILE):
+                self._kernel_forget_inode(child)
+                if not self._exists(child):
+                    self._kernel_forget_entry(ent, name)
+            elif name == "_fields":
+                self._kernel_forget_inode(child)
+                for fname, f in list((child.children or {}).items()):
+                    self._kernel_forget_inode(f)
+                    if not self._exists(f):
+                        self._kernel_forget_entry(child, fname)
+
+    def _invalidate_path(self, parts: tuple[str, ...]) -> None:
+        node = self.table.known(parts)
+        if node is not None:
+            self._kernel_forget_inode(node)
+        parent = self.table.known(parts[:-1]) if parts else None
+        if parent is not None and parts:
+            self._kernel_forget_entry(parent, parts[-1])
+            self._kernel_forget_inode(parent)
+
+    async def _promoter(self) -> None:
+        while True:
+            await trio.sleep(min(0.5, max(self.scratch.grace / 2, 0.05)))
+            for parts in self.scratch.due():
+                node = self.table.known(parts)
+                if node is not None and node.opens > 0:
+                    continue
+                try:
+                    self._promote(parts)
+                except OSError as exc:
+                    log.error("could not move %s from scratch into the store: %s", _rel(parts), exc)
+
+    def _promote(self, parts: tuple[str, ...]) -> None:
+        self.scratch.move_to_store(parts)
+        self.state.dirty.mark(_rel(parts))
+
+    # -- paths and attributes --------------------------------------------------------------------
+
+    def _node(self, ino: int) -> Node:
+        node = self.table.get(ino)
+        if node is None:
+            raise FUSEError(errno.ENOENT)
+        return node
+
+    def _real(self, parts: tuple[str, ...]) -> Path:
+        if parts in self.scratch.files:
+            return self.scratch.path(parts)
+        return self.data.joinpath(*parts) if parts else self.data
+
+    def _route(self, node: Node) -> Route:
+        return self.table.route(node)
+
+    def _name(self, parent: Node, raw: bytes, creating: bool = False) -> str:
+        name = raw.decode("utf-8", "surrogateescape")
+        try:
+            check_name(name)
+            if (
+                len(parent.parts) == 1
+                and parent.parts[0] in self.router.kinds
+                and not SLUG_RE.match(name)
+            ):
+                raise PathError(f"{name!r} is not a valid slug")
+        except PathError as exc:
+            if creating:
+                where = _rel((*parent.parts, name))
+                raise refuse(errno.EINVAL, f"name {where}", str(exc)) from None
+            raise FUSEError(errno.ENOENT) from None
+        return name
+
+    def _mk(self, ino: int, st: os.stat_result | None, mode: int, size: int, nlink: int = 1,
+            mtime_ns: int = 0) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.entry_timeout = self.entry_timeout
+        a.attr_timeout = self.attr_timeout
+        a.st_mode = mode
+        a.st_nlink = nlink
+        a.st_size = size
+        a.st_blksize = 4096
+        a.st_blocks = (size + 511) // 512
+        if st is not None:
+            a.st_uid, a.st_gid = st.st_uid, st.st_gid
+            m = max(st.st_mtime_ns, mtime_ns)
+            a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns = st.st_atime_ns, m, max(st.st_ctime_ns, m)
+        return a
+
+    def _from_stat(self, ino: int, st: os.stat_result, route: Route) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.entry_timeout = self.entry_timeout
+        a.attr_timeout = self.attr_timeout
+        mode = st.st_mode
+        nlink = st.st_nlink
+        if route is Route.READONLY:
+            mode &= ~WRITE_BITS
+        elif route is Route.ENTITY:
+            nlink += 1  # the virtual _fields/ sub-folder
+        a.st_mode = mode
+        a.st_nlink = nlink
+        a.st_uid = st.st_uid
+        a.st_gid = st.st_gid
+        a.st_rdev = st.st_rdev
+        a.st_size = st.st_size
+        a.st_blksize = st.st_blksize
+        a.st_blocks = st.st_blocks
+        a.st_atime_ns = st.st_atime_ns
+        a.st_mtime_ns = st.st_mtime_ns
+        a.st_ctime_ns = st.st_ctime_ns
+        return a
+
+    def _entity_stat(self, parts: tuple[str, ...]) -> os.stat_result:
+        try:
+            return os.lstat(self.data.joinpath(parts[0], parts[1]))
+        except OSError:
+            raise FUSEError(errno.ENOENT) from None
+
+    def _synth(self, node: Node) -> bytes | None:
+        """Rendered bytes of a synthesised file, or None when the real file is served."""
+        route = self._route(node)
+        parts = node.parts
+        target = target_of(parts)
+        if route is Route.FIELD:
+            b = self.views.get(target).field_bytes(parts[3])
+            if b is None:
+                raise FUSEError(errno.ENOENT)
+            return b
+        if not self.views.has_overlay(target):
+            return None
+        v = self.views.get(target)
+        return v.index if route is Route.INDEX else v.tags
+
+    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        route = self._route(node)
+        parts = node.parts
+        if route is Route.PRIVATE:
+            raise FUSEError(errno.EACCES)
+        if route is Route.INVALID:
+            raise FUSEError(errno.ENOENT)
+        if route is Route.FIELDS_DIR:
+            st = self._entity_stat(parts)
+            if not stat.S_ISDIR(st.st_mode):
+                raise FUSEError(errno.ENOENT)
+            return self._mk(node.ino, st, VIRTUAL_DIR_MODE, 0, nlink=2)
+        if route in ROUTED:
+            data = self._synth(node)
+            if data is not None:
+                st = self._entity_stat(parts)
+                v = self.views.get(target_of(parts))
+                return self._mk(node.ino, st, VIRTUAL_FILE_MODE, len(data), mtime_ns=v.mtime_ns)
+        try:
+            st = os.lstat(self._real(parts))
+        except OSError:
+            raise FUSEError(errno.ENOENT) from None
+        return self._from_stat(node.ino, st, route)
+
+    def _exists(self, node: Node) -> bool:
+        try:
+            self._attr(node)
+        except FUSEError:
+            return False
+        return True
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    async def lookup(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        if name == b".":
+            node = parent
+        elif name == b"..":
+            node = parent.parent or parent
+        else:
+            s = self._name(parent, name)
+            node = self.table.child(parent, s, virtual=_is_virtual(self.router, parent, s))
+        try:
+            attr = self._attr(node)
+        except FUSEError:
+            if node.lookups <= 0 and node.opens <= 0 and node is not self.table.root:
+                self.table.forget(node.ino, 0)
+            raise
+        node.lookups += 1
+        return attr
+
+    async def forget(self, inode_list: Iterable[tuple[pyfuse3.InodeT, int]]) -> None:
+        for ino, n in inode_list:
+            self.table.forget(ino, n)
+
+    async def getattr(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        for h in self.handles.values():  # an open buffer shows its own size while it is written
+            if isinstance(h, BufferHandle) and h.node is node and (h.dirty or h.emptied):
+                a = self._attr_or_blank(node)
+                a.st_size = len(h.buf)
+                return a
+        return self._attr(node)
+
+    def _attr_or_blank(self, node: Node) -> pyfuse3.EntryAttributes:
+        try:
+            return self._attr(node)
+        except FUSEError:
+            st = self._entity_stat(node.parts)
+            return self._mk(node.ino, st, VIRTUAL_FILE_MODE, 0)
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = os.statvfs(self.data)
+        out = pyfuse3.StatvfsData()
+        for k in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                  "f_ffree", "f_favail", "f_namemax"):
+            setattr(out, k, getattr(s, k))
+        return out
+
+    # -- directories -----------------------------------------------------------------------------
+
+    async def opendir(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileHandleT:
+        node = self._node(inode)
+        h = DirHandle(node, self._listing(node))
+        fh = self._new_fh(h)
+        return fh
+
+    def _listing(self, node: Node) -> list[tuple[str, bool]]:
+        """Every name in a folder, once per opendir (readdir offsets index into this)."""
+        route = self._route(node)
+        parts = node.parts
+        if route is Route.PRIVATE:
+            raise FUSEError(errno.EACCES)
+        if route is Route.FIELDS_DIR:
+            v = self.views.get(target_of(parts))
+            return [(n, True) for n in v.field_names() if FIELD_RE.match(n)]
+        try:
+            with os.scandir(self._real(parts)) as it:
+                names = [e.name for e in it]
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        out = [(n, False) for n in names]
+        if route is Route.ROOT:
+            out = [(n, False) for n in names if n != ".cocli-fs"]
+        extra = self.scratch.names_in(parts) if self.scratch.files else []
+        if extra:
+            have = set(names)
+            out += [(n, False) for n in extra if n not in have]
+        if route is Route.ENTITY:
+            target = target_of(parts)
+            if self.views.has_overlay(target):
+                v = self.views.get(target)
+                have = set(names)
+                if doc.INDEX not in have and v.index is not None:
+                    out.append((doc.INDEX, False))
+                if doc.TAGS_FILE not in have and v.tags is not None:
+                    out.append((doc.TAGS_FILE, False))
+            out.append(("_fields", True))
+        return out
+
+    async def readdir(
+        self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
+    ) -> None:
+        h = self.handles.get(fh)
+        if not isinstance(h, DirHandle):
+            raise FUSEError(errno.EBADF)
+        parent = h.node
+        table = self.table
+        names = h.names
+        for i in range(start_id, len(names)):
+            name, virtual = names[i]
+            child = table.child(parent, name, virtual)
+            try:
+                attr = self._attr(child)
+            except FUSEError:
+                if child.lookups <= 0 and child.opens <= 0:
+                    table.forget(child.ino, 0)
+                continue  # vanished since the listing was taken
+            if not pyfuse3.readdir_reply(token, _b(name), attr, i + 1):
+                if child.lookups <= 0 and child.opens <= 0:
+                    table.forget(child.ino, 0)
+                return
+            child.lookups += 1  # readdirplus entries count as lookups
+
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        self.handles.pop(fh, None)
+
+    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        return None
+
+    async def mkdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        s = self._name(parent, name, creating=True)
+        node = self.table.child(parent, s, _is_virtual(self.router, parent, s))
+        route = self._route(node)
+        what = f"mkdir {_rel(node.parts)}"
+        self._check_writable(route, what, node.parts)
+        if route in (Route.FIELDS_DIR, *ROUTED):
+            raise refuse(errno.EEXIST if route is Route.FIELDS_DIR else errno.EINVAL, what,
+                         "a name the mount manages")
+        if route is Route.INVALID:
+            raise refuse(errno.EINVAL, what, "no folders inside _fields/")
+        try:
+            os.mkdir(self.data.joinpath(*node.parts), mode & 0o7777)
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        attr = self._attr(node)
+        node.lookups += 1
+        return attr
+
+    async def rmdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                    ctx: pyfuse3.RequestContext) -> None:
+        parent = self._node(parent_inode)
+        s = self._name(parent, name)
+        node = self.table.child(parent, s, _is_virtual(self.router, parent, s))
+        route = self._route(node)
+        what = f"rmdir {_rel(node.parts)}"
+        self._check_writable(route, what, node.parts)
+        if route is Route.FIELDS_DIR:
+            return None  # the field view always exists; removing it is a no-op (rm -r works)
+        sdir = self.scratch.path(node.parts)
+        if self.scratch.names_in(node.parts):
+            raise FUSEError(errno.ENOTEMPTY)
+        try:
+            os.rmdir(self.data.joinpath(*node.parts))
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        with contextlib.suppress(OSError):
+            sdir.rmdir()
+        self.table.detach(node)
+
+    # -- routing checks --------------------------------------------------------------------------
+
+    def _check_writable(self, route: Route, what: str, parts: tuple[str, ...]) -> None:
+        if route is Route.READONLY:
+            raise refuse(errno.EROFS, what, "wal/ is read-only")
+        if route is Route.PRIVATE:
+            raise refuse(errno.EACCES, what, "private state of the mount")
+        if route is Route.INVALID:
+            raise refuse(errno.EINVAL, what, "not a valid path here")
+        if route in (Route.ROOT, Route.KIND) and not parts:
+            raise refuse(errno.EPERM, what, "the mount root")
+        if len(parts) == 1 and route is not Route.KIND and route is not Route.SCRATCH:
+            raise refuse(errno.EINVAL, what, f"unknown entity kind {parts[0]!r}")
+
+    def _is_pending_name(self, parts: tuple[str, ...], route: Route) -> bool:
+        """A new regular file at an entity's top level under a non-routed name."""
+        return (
+            route is Route.STORE
+            and len(parts) == 3
+            and parts[0] in self.router.kinds
+        )
+
+    # -- files: create / open --------------------------------------------------------------------
+
+    def _new_fh(self, h: Handle | DirHandle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = h
+        return fh
+
+    async def create(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int,
+                     flags: int, ctx: pyfuse3.RequestContext
+                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent = self._node(parent_inode)
+        s = self._name(parent, name, creating=True)
+        node = self.table.child(parent, s, _is_virtual(self.router, parent, s))
+        route = self._route(node)
+        parts = node.parts
+        what = f"create {_rel(parts)}"
+        self._check_writable(route, what, parts)
+        if route in (Route.FIELDS_DIR, Route.ENTITY, Route.KIND):
+            raise refuse(errno.EISDIR, what, "a folder the mount manages")
+        if len(parts) >= 2 and parts[0] in self.router.kinds and not os.path.isdir(
+            self.data.joinpath(parts[0], parts[1])
+        ):
+            raise FUSEError(errno.ENOENT)
+        if route in ROUTED and self._buffered(node, route):
+            if route is Route.FIELD and not FIELD_RE.match(parts[3]):
+                raise refuse(errno.EINVAL, what, "not a valid field name")
+            h: Handle = BufferHandle(node, route, bytearray(), emptied=True)
+        else:
+            h = self._create_real(node, route, mode, flags, what)
+        node.opens += 1
+        node.lookups += 1
+        fh = self._new_fh(h)
+        attr = self._attr_or_blank(node) if isinstance(h, BufferHandle) else self._attr(node)
+        if isinstance(h, BufferHandle):
+            attr.st_size = 0
+        return pyfuse3.FileInfo(fh=fh), attr
+
+    def _create_real(
+        self, node: Node, route: Route, mode: int, flags: int, what: str
+    ) -> RealHandle:
+        parts = node.parts
+        if route is Route.SCRATCH:
+            path, store_rel = self.scratch.add(parts, pending=False), None
+        elif self._is_pending_name(parts, route) and not (self.data.joinpath(*parts)).exists():
+            path, store_rel = self.scratch.add(parts, pending=True), None
+        else:
+            path, store_rel = self.data.joinpath(*parts), _rel(parts)
+        fl = (flags & ~(os.O_APPEND)) | os.O_CREAT | os.O_CLOEXEC
+        fl = (fl & ~os.O_ACCMODE) | os.O_RDWR
+        try:
+            fd = os.open(path, fl, mode & 0o7777)
+        except OSError as exc:
+            if store_rel is None:
+                self.scratch.discard(parts)
+            raise FUSEError(exc.errno or errno.EIO) from None
+        if route in (Route.INDEX, Route.TAGS):
+            self.views.drop(target_of(parts))
+        h = RealHandle(node, fd, store_rel, append=bool(flags & os.O_APPEND), wrote=True)
+        return h
+
+    def _buffered(self, node: Node, route: Route) -> bool:
+        """Does a write to this routed file become records (True) or a base file (False)?
+
+        ``_index.md`` goes to the store while the entity has no base ``_index.md`` (it creates
+        the entity); ``tags.lst`` while the entity has neither a base ``tags.lst`` nor a
+        ``tags`` field; ``_fields/*`` always becomes records."""
+        if route is Route.FIELD:
+            return True
+        parts = node.parts
+        if route is Route.INDEX:
+            return os.path.exists(self.data.joinpath(*parts))
+        if os.path.exists(self.data.joinpath(*parts)):
+            return True
+        return doc.TAGS in self.views.get(target_of(parts)).fields
+
+    async def open(self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
+                   ) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        route = self._route(node)
+        parts = node.parts
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        what = f"open {_rel(parts)} for writing"
+        if writing:
+            self._check_writable(route, what, parts)
+        elif route is Route.PRIVATE:
+            raise FUSEError(errno.EACCES)
+        keep = True
+        h: Handle
+        if route in ROUTED:
+            data = self._synth(node)
+            if writing and self._buffered(node, route):
+                if flags & os.O_TRUNC:
+                    buf = bytearray()
+                elif data is not None:
+                    buf = bytearray(data)
+                else:
+                    buf = bytearray(self._read_real(parts))
+                h = BufferHandle(node, route, buf, append=bool(flags & os.O_APPEND),
+                                 emptied=bool(flags & os.O_TRUNC))
+                keep = False
+            elif data is not None:
+                h = MemHandle(node, data)
+                gen = self.views.generation(target_of(parts))
+                keep = node.seen == gen
+                node.seen = gen
+            else:
+                h = self._open_real(node, route, flags)
+        else:
+            h = self._open_real(node, route, flags)
+            if writing:
+                keep = False
+        node.opens += 1
+        self.scratch.reopened(parts)
+        fh = self._new_fh(h)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    def _read_real(self, parts: tuple[str, ...]) -> bytes:
+        try:
+            with open(self._real(parts), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def _open_real(self, node: Node, route: Route, flags: int) -> RealHandle:
+        parts = node.parts
+        in_scratch = parts in self.scratch.files
+        fl = (flags & ~(os.O_APPEND | os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC
+        try:
+            fd = os.open(self._real(parts), fl)
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        store_rel = None if in_scratch else _rel(parts)
+        wrote = bool(flags & os.O_TRUNC) and store_rel is not None
+        if (flags & os.O_ACCMODE) != os.O_RDONLY and route in (Route.INDEX, Route.TAGS):
+            self.views.drop(target_of(parts))
+        return RealHandle(node, fd, store_rel, append=bool(flags & os.O_APPEND), wrote=wrote)
+
+    # -- files: read / write ---------------------------------------------------------------------
+
+    def _handle(self, fh: int) -> Handle:
+        h = self.handles.get(fh)
+        if h is None or isinstance(h, DirHandle):
+            raise FUSEError(errno.EBADF)
+        return h
+
+    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        h = self._handle(fh)
+        if isinstance(h, RealHandle):
+            try:
+                return os.pread(h.fd, size, off)
+            except OSError as exc:
+                raise FUSEError(exc.errno or errno.EIO) from None
+        data = h.data if isinstance(h, MemHandle) else h.buf
+        return bytes(data[off : off + size])
+
+    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        h = self._handle(fh)
+        if isinstance(h, RealHandle):
+            try:
+                if h.append:
+                    off = os.fstat(h.fd).st_size
+                n = os.pwrite(h.fd, buf, off)
+            except OSError as exc:
+                raise FUSEError(exc.errno or errno.EIO) from None
+            h.wrote = True
+            return n
+        if isinstance(h, MemHandle):
+            raise FUSEError(errno.EBADF)
+        if h.append:
+            off = len(h.buf)
+        if off > len(h.buf):
+            h.buf.extend(b"\0" * (off - len(h.buf)))
+        h.buf[off : off + len(buf)] = buf
+        h.dirty = True
+        return len(buf)
+
+    async def setattr(self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        route = self._route(node)
+        parts = node.parts
+        h = self.handles.get(fh) if fh is not None else None
+        what = f"setattr {_rel(parts)}"
+        if route in (Route.READONLY, Route.PRIVATE):
+            self._check_writable(route, what, parts)
+        if isinstance(h, BufferHandle):
+            if fields.update_size:
+                del h.buf[attr.st_size :]
+                if attr.st_size > len(h.buf):
+                    h.buf.extend(b"\0" * (attr.st_size - len(h.buf)))
+                h.dirty = True
+            a = self._attr_or_blank(node)
+            a.st_size = len(h.buf)
+            return a
+        if route in ROUTED or route is Route.FIELDS_DIR:
+            if fields.update_size:
+                # open(O_TRUNC) arrives as open + a setattr without a handle: truncate the
+                # open buffers; only a truncate(2) of a file nobody has open commits at once.
+                bufs = [b for b in self.handles.values()
+                        if isinstance(b, BufferHandle) and b.node is node]
+                for b in bufs:
+                    del b.buf[attr.st_size :]
+                    if attr.st_size == 0 and not b.dirty:
+                        b.emptied = True
+                    else:
+                        b.dirty = True
+                if not bufs and self._synth_or_none(node) is not None:
+                    await self._truncate_routed(node, route, attr.st_size)
+            return self._attr_or_blank(node)
+        path = self._real(parts)
+        store = parts not in self.scratch.files
+        try:
+            if fields.update_size:
+                if isinstance(h, RealHandle):
+                    os.ftruncate(h.fd, attr.st_size)
+                    h.wrote = True
+                else:
+                    os.truncate(path, attr.st_size)
+                    if store:
+                        self.state.dirty.mark(_rel(parts))
+            if fields.update_mode:
+                os.chmod(path, stat.S_IMODE(attr.st_mode))
+            if fields.update_uid or fields.update_gid:
+                os.chown(path, attr.st_uid if fields.update_uid else -1,
+                         attr.st_gid if fields.update_gid else -1, follow_symlinks=False)
+            if fields.update_atime or fields.update_mtime:
+                st = os.lstat(path)
+                os.utime(path, ns=(
+                    attr.st_atime_ns if fields.update_atime else st.st_atime_ns,
+                    attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns,
+                ), follow_symlinks=False)
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        if route in (Route.INDEX, Route.TAGS):
+            self.views.drop(target_of(parts))
+        return self._attr(node)
+
+    def _synth_or_none(self, node: Node) -> bytes | None:
+        try:
+            return self._current_bytes(node)
+        except FUSEError:
+            return None
+
+    def _current_bytes(self, node: Node) -> bytes:
+        data = self._synth(node) if self._route(node) in ROUTED else None
+        return data if data is not None else self._read_real(node.parts)
+
+    async def _truncate_routed(self, node: Node, route: Route, size: int) -> None:
+        """``truncate -s N`` on a routed file without an open handle: commit at once."""
+        if route is Route.FIELDS_DIR:
+            raise FUSEError(errno.EISDIR)
+        if not self._buffered(node, route):
+            try:
+                os.truncate(self.data.joinpath(*node.parts), size)
+            except OSError as exc:
+                raise FUSEError(exc.errno or errno.EIO) from None
+            self.state.dirty.mark(_rel(node.parts))
+            return
+        cur = self._current_bytes(node)
+        await self._commit(node, route, cur[:size] + b"\0" * max(0, size - len(cur)))
+
+    # -- commit: bytes written to a routed file -> journal records --------------------------------
+
+    async def _commit(self, node: Node, route: Route, data: bytes) -> None:
+        parts = node.parts
+        what = f"write to {_rel(parts)}"
+        target = target_of(parts)
+        try:
+            text = data.decode("utf-8")
+            changes = self._changes(target, route, parts, text)
+            if changes:
+                await self.state.write_fields(target, changes)
+        except UnicodeDecodeError:
+            raise refuse(errno.EINVAL, what, "not UTF-8 text") from None
+        except (DocumentError, RecordError) as exc:
+            raise refuse(errno.EINVAL, what, str(exc)) from None
+        except OSError as exc:
+            log.error("%s: journal write failed: %s", what, exc)
+            raise FUSEError(errno.EIO) from None
+
+    def _changes(self, target: str, route: Route, parts: tuple[str, ...], text: str
+                 ) -> dict[str, Change]:
+        v: EntityView = self.views.get(target)
+        if route is Route.INDEX:
+            changes = doc.diff_index(v.fields, text, v.tags_in_front)
+        elif route is Route.TAGS:
+            check_text(doc.TAGS, text)
+            tags = doc.parse_tags(text)
+            cur = v.fields.get(doc.TAGS)
+            changes = {} if cur is not None and doc.same_value(cur, tags) else {doc.TAGS: tags}
+        else:
+            name = parts[3]
+            if not FIELD_RE.match(name):
+                raise DocumentError(f"{name!r} is not a valid field name")
+            cur = v.fields.get(name)
+            value = doc.parse_field_text(name, text, cur)
+            changes = {} if name in v.fields and doc.same_value(cur, value) else {name: value}
+        for k, val in changes.items():
+            if val is not TOMBSTONE:
+                _check_value(k, val)
+        return changes
+
+    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        h = self.handles.get(fh)
+        if isinstance(h, BufferHandle) and h.dirty:
+            h.dirty = False  # one commit per close, even if it fails (the write is refused)
+            h.committed = True
+            await self._commit(h.node, h.route, bytes(h.buf))
+            await self._wait_invalidated()
+
+    async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        h = self.handles.get(fh)
+        if isinstance(h, BufferHandle):
+            if h.dirty:
+                h.dirty = False
+                h.committed = True
+                await self._commit(h.node, h.route, bytes(h.buf))
+        elif isinstance(h, RealHandle):
+            try:
+                await trio.to_thread.run_sync(os.fsync, h.fd)
+            except OSError as exc:
+                raise FUSEError(exc.errno or errno.EIO) from None
+
+    async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        h = self.handles.pop(fh, None)
+        if h is None or isinstance(h, DirHandle):
+            return
+        node = h.node
+        node.opens -= 1
+        if isinstance(h, BufferHandle) and (h.dirty or (h.emptied and not h.committed)):
+            # Emptied and never written (``: > f``), or written but never flushed.
+            with contextlib.suppress(FUSEError):
+                await self._commit(node, h.route, bytes(h.buf))
+        elif isinstance(h, RealHandle):
+            with contextlib.suppress(OSError):
+                os.close(h.fd)
+            if h.wrote and h.store_rel is not None and node.parts and (
+                self.data.joinpath(*node.parts).exists()
+            ):
+                self.state.dirty.mark(_rel(node.parts))
+            if node.opens <= 0:
+                self.scratch.closed(node.parts)
+            route = self._route(node)
+            if h.wrote and route in (Route.INDEX, Route.TAGS):
+                self.views.drop(target_of(node.parts))
+        if node.opens <= 0 and node.lookups <= 0:
+            self.table.forget(node.ino, 0)
+
+    # -- unlink ----------------------------------------------------------------------------------
+
+    async def unlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                     ctx: pyfuse3.RequestContext) -> None:
+        parent = self._node(parent_inode)
+        s = self._name(parent, name)
+        node = self.table.child(parent, s, _is_virtual(self.router, parent, s))
+        route = self._route(node)
+        parts = node.parts
+        what = f"unlink {_rel(parts)}"
+        self._check_writable(route, what, parts)
+        if route is Route.FIELD:
+            v = self.views.get(target_of(parts))
+            if parts[3] not in v.fields:
+                raise FUSEError(errno.ENOENT)
+            await self._write_changes(target_of(parts), {parts[3]: TOMBSTONE}, what)
+            self.table.detach(node)
+            return
+        if parts in self.scratch.files:
+            self.scratch.remove(parts)
+            self.table.detach(node)
+            return
+        path = self.data.joinpath(*parts)
+        if route in (Route.INDEX, Route.TAGS) and not os.path.lexists(path):
+            if route is Route.TAGS and doc.TAGS in self.views.get(target_of(parts)).fields:
+                await self._write_changes(target_of(parts), {doc.TAGS: TOMBSTONE}, what)
+                self.table.detach(node)
+                return
+            raise FUSEError(errno.ENOENT if self._synth_or_none(node) is None else errno.EPERM)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        self.state.dirty.mark_deleted(_rel(parts))
+        if route in (Route.INDEX, Route.TAGS):
+            self.views.drop(target_of(parts))
+        self.table.detach(node)
+
+    async def _write_changes(self, target: str, changes: dict[str, Change], what: str) -> None:
+        try:
+            await self.state.write_fields(target, changes)
+        except RecordError as exc:
+            raise refuse(errno.EINVAL, what, str(exc)) from None
+        await self._wait_invalidated()
+
+    # -- rename ----------------------------------------------------------------------------------
+
+    async def rename(self, parent_inode_old: pyfuse3.InodeT, name_old: pyfuse3.FileNameT,
+                     parent_inode_new: pyfuse3.InodeT, name_new: pyfuse3.FileNameT,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        p_old = self._node(parent_inode_old)
+        p_new = self._node(parent_inode_new)
+        s_old = self._name(p_old, name_old)
+        s_new = self._name(p_new, name_new, creating=True)
+        src = self.table.child(p_old, s_old, _is_virtual(self.router, p_old, s_old))
+        dst = self.table.child(p_new, s_new, _is_virtual(self.router, p_new, s_new))
+        r_src, r_dst = self._route(src), self._route(dst)
+        what = f"rename {_rel(src.parts)} -> {_rel(dst.parts)}"
+        self._check_writable(r_src, what, src.parts)
+        self._check_writable(r_dst, what, dst.parts)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise refuse(errno.EINVAL, what, "RENAME_EXCHANGE is not supported")
+        if flags & pyfuse3.RENAME_NOREPLACE and self._exists(dst):
+            raise FUSEError(errno.EEXIST)
+        if not self._exists(src):
+            raise FUSEError(errno.ENOENT)
+        if r_dst in ROUTED:
+            await self._rename_onto_routed(src, r_src, dst, r_dst, what)
+        elif r_src in ROUTED:
+            await self._rename_routed_away(src, r_src, dst, r_dst, what)
+        elif r_src is Route.ENTITY or r_dst is Route.ENTITY:
+            await self._rename_entity(src, r_src, dst, r_dst, what)
+        elif Route.FIELDS_DIR in (r_src, r_dst):
+            raise refuse(errno.EPERM, what, "_fields/ is a view and cannot move")
+        else:
+            self._move_plain(src, dst, r_dst)
+        self.table.move(src, p_new, s_new)
+
+    def _content(self, node: Node) -> bytes:
+        return self._current_bytes(node)
+
+    async def _rename_onto_routed(self, src: Node, r_src: Route, dst: Node, r_dst: Route,
+                                  what: str) -> None:
+        """A file renamed over _index.md / tags.lst / _fields/x is a write to that file."""
+        if r_src in (Route.ENTITY, Route.KIND, Route.FIELDS_DIR) or stat.S_ISDIR(
+            self._attr(src).st_mode
+        ):
+            raise refuse(errno.EISDIR, what, "a folder cannot replace a routed file")
+        if target_of(src.parts) != target_of(dst.parts) and r_src in ROUTED:
+            pass  # copying another entity's view is a plain write of its bytes
+        data = await trio.to_thread.run_sync(self._content, src)
+        if r_src is Route.FIELD and r_dst is Route.FIELD and src.parts[:3] == dst.parts[:3]:
+            # mv _fields/a _fields/b: b takes a's value, a is deleted, as one write.
+            target = target_of(src.parts)
+            v = self.views.get(target)
+            if dst.parts[3] not in v.fields or not doc.same_value(
+                v.fields[dst.parts[3]], v.fields[src.parts[3]]
+            ):
+                changes: dict[str, Change] = {dst.parts[3]: v.fields[src.parts[3]]}
+            else:
+                changes = {}
+            changes[src.parts[3]] = TOMBSTONE
+            await self._write_changes(target, changes, what)
+            return
+        if self._buffered(dst, r_dst):
+            await self._commit(dst, r_dst, data)
+        else:
+            # First _index.md (or tags.lst) of an entity: the file itself becomes the base.
+            if src.parts in self.scratch.files:
+                self.scratch.move_to_store(src.parts, dst.parts)
+                self.state.dirty.mark(_rel(dst.parts))
+                self.views.drop(target_of(dst.parts))
+                return
+            if r_src in ROUTED:
+                self._write_store_file(dst.parts, data)
+            else:
+                self._move_plain(src, dst, Route.STORE)
+                self.views.drop(target_of(dst.parts))
+                return
+        # The source is consumed.
+        if r_src in ROUTED:
+            return  # a view cannot be removed by being read (e.g. mv _index.md _fields/x)
+        if src.parts in self.scratch.files:
+            self.scratch.remove(src.parts)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.data.joinpath(*src.parts))
+            self.state.dirty.mark_deleted(_rel(src.parts))
+        await self._wait_invalidated()
+
+    def _write_store_file(self, parts: tuple[str, ...], data: bytes) -> None:
+        path = self.data.joinpath(*parts)
+        tmp = path.with_name(f".{path.name}.cocli-fs-tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.state.dirty.mark(_rel(parts))
+        self.views.drop(target_of(parts))
+
+    async def _rename_routed_away(self, src: Node, r_src: Route, dst: Node, r_dst: Route,
+                                  what: str) -> None:
+        """_index.md renamed to a backup name (vim's ``_index.md~``): the backup gets a copy;
+        the view stays (it is the entity's state, not a file to move)."""
+        if r_src is Route.FIELD and r_dst is not Route.SCRATCH:
+            raise refuse(errno.EPERM, what, "a field can only be renamed within _fields/")
+        data = self._content(src)
+        if r_dst is Route.SCRATCH:
+            p = self.scratch.add(dst.parts, pending=False)
+        elif os.path.lexists(self.data.joinpath(*src.parts)) and not self._buffered(src, r_src):
+            self._move_plain(src, dst, r_dst)
+            return
+        else:
+            p = self.data.joinpath(*dst.parts)
+        with open(p, "wb") as f:
+            f.write(data)
+        if r_dst is not Route.SCRATCH:
+            self.state.dirty.mark(_rel(dst.parts))
+
+    async def _rename_entity(self, src: Node, r_src: Route, dst: Node, r_dst: Route,
+                             what: str) -> None:
+        """mv companies/a companies/b: the base folder moves in the store; a's overlay fields
+        are journaled again for b, and tombstoned for a (so a does not come back as a ghost
+        and b shows exactly what a showed)."""
+        if r_src is not r_dst:
+            raise refuse(errno.EINVAL, what, "an entity folder can only move to another slug")
+        old_t, new_t = target_of(src.parts), target_of(dst.parts)
+        old_path, new_path = self.data.joinpath(*src.parts), self.data.joinpath(*dst.parts)
+        try:
+            os.rename(old_path, new_path)
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        spath = self.scratch.path(src.parts)
+        if spath.is_dir():
+            moved = [p for p in self.scratch.files if p[: len(src.parts)] == src.parts]
+            self.scratch.path(dst.parts).parent.mkdir(parents=True, exist_ok=True)
+            os.rename(spath, self.scratch.path(dst.parts))
+            for p in moved:
+                was_pending = p in self.scratch.pending
+                self.scratch.discard(p)
+                np = (*dst.parts, *p[len(src.parts):])
+                self.scratch.files.add(np)
+                if was_pending:
+                    self.scratch.pending[np] = 0.0
+                    self.scratch.closed(np)
+        for dirpath, _dirs, names in os.walk(new_path):
+            rel_new = Path(dirpath).relative_to(self.data)
+            rel_old = Path(dirpath.replace(str(new_path), str(old_path), 1)).relative_to(self.data)
+            for n in names:
+                self.state.dirty.mark_deleted(str(rel_old / n))
+                self.state.dirty.mark(str(rel_new / n))
+        overlay = dict(self.state.overlay.get(old_t))
+        if overlay:
+            carry: dict[str, Change] = {
+                f: (TOMBSTONE if r.tombstone else r.decoded_value()) for f, r in overlay.items()
+            }
+            await self._write_changes(new_t, carry, what)
+            await self._write_changes(
+                old_t, {f: TOMBSTONE for f, r in overlay.items() if not r.tombstone}, what
+            )
+        self.views.drop(old_t)
+        self.views.drop(new_t)
+
+    def _move_plain(self, src: Node, dst: Node, r_dst: Route) -> None:
+        """Plain files and folders: store <-> scratch <-> store, never EXDEV."""
+        sp = src.parts
+        dp = dst.parts
+        src_scratch = sp in self.scratch.files
+        if r_dst is Route.SCRATCH:
+            if src_scratch:
+                target = self.scratch.add(dp, pending=False)
+                os.rename(self.scratch.path(sp), target)
+                self.scratch.discard(sp)
+                return
+            target = self.scratch.add(dp, pending=False)
+            try:
+                os.rename(self.data.joinpath(*sp), target)
+            except OSError as exc:
+                self.scratch.discard(dp)
+                raise FUSEError(exc.errno or errno.EIO) from None
+            self.state.dirty.mark_deleted(_rel(sp))
+            return
+        if src_scratch:
+            if dp in self.scratch.files:
+                self.scratch.remove(dp)
+            try:
+                self.scratch.move_to_store(sp, dp)
+            except OSError as exc:
+                raise FUSEError(exc.errno or errno.EIO) from None
+            self.state.dirty.mark(_rel(dp))
+            return
+        if dp in self.scratch.files:
+            self.scratch.remove(dp)
+        old, new = self.data.joinpath(*sp), self.data.joinpath(*dp)
+        is_dir = old.is_dir()
+        try:
+            os.rename(old, new)
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        if is_dir:
+            for dirpath, _dirs, names in os.walk(new):
+                for n in names:
+                    f = Path(dirpath, n)
+                    self.state.dirty.mark(str(f.relative_to(self.data)))
+                    gone = (old / f.relative_to(new)).relative_to(self.data)
+                    self.state.dirty.mark_deleted(str(gone))
+        else:
+            self.state.dirty.mark_deleted(_rel(sp))
+            self.state.dirty.mark(_rel(dp))
+        if len(dp) >= 3 and dp[0] in self.router.kinds:
+            self.views.drop(target_of(dp))
+
+    # -- not supported ---------------------------------------------------------------------------
+
+    async def link(self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT,
+                   new_name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+                   ) -> pyfuse3.EntryAttributes:
+        raise refuse(errno.EPERM, "link", "hard links are not supported")
+
+    async def symlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                      target: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+                      ) -> pyfuse3.EntryAttributes:
+        raise refuse(errno.EPERM, "symlink", "symbolic links are not supported")
+
+    async def mknod(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int,
+                    rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise refuse(errno.EPERM, "mknod", "special files are not supported")
+
+
+def _check_value(name: str, value: Any) -> None:
+    """Refuse separator bytes in any string inside a value (they would break the journal)."""
+    if isinstance(value, str):
+        check_text(name, value)
+    elif isinstance(value, list):
+        for x in value:
+            _check_value(name, x)
+    elif isinstance(value, dict):
+        for k, x in value.items():
+            _check_value(name, str(k))
+            _check_value(name, x)
+
+
+def _is_virtual(router: Router, parent: Node, name: str) -> bool:
+    n = len(parent.parts)
+    return (n == 2 and name == "_fields" and parent.parts[0] in router.kinds) or (
+        n == 3 and parent.parts[2] == "_fields" and parent.parts[0] in router.kinds
+    )
+
+
+def _b(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _rel(parts: tuple[str, ...]) -> str:
+    return "/".join(parts)
+
+
+def now_ns() -> int:
+    return time.time_ns()

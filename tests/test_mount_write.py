@@ -1,0 +1,231 @@
+"""Writes through a real mount land as the right journal records or the right plain files,
+with the tools people use: shell redirection, sed -i, vim, Python's atomic save, append."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cocli_fs.journal import scan_wal
+from cocli_fs.record import Record
+from tests.mounting import Mount, sample_data
+
+pytestmark = pytest.mark.mount
+
+
+@pytest.fixture(scope="module")
+def m(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
+    tmp = tmp_path_factory.mktemp("write")
+    sample_data(tmp / "data", 12)
+    with Mount(tmp / "data", tmp / "mnt", node="a") as mount:
+        yield mount
+
+
+_used: set[str] = set()
+
+
+@pytest.fixture
+def ent(m: Mount) -> Path:
+    """A company no other test in this module touches."""
+    for d in sorted((m.data / "companies").iterdir()):
+        if d.name not in _used:
+            _used.add(d.name)
+            return m.path("companies", d.name)
+    raise RuntimeError("out of sample companies")
+
+
+def records(m: Mount, target: str | None = None) -> list[Record]:
+    return [r for r in scan_wal(m.data / "wal") if target is None or r.target == target]
+
+
+def target(ent: Path) -> str:
+    return f"companies/{ent.name}"
+
+
+def base_text(m: Mount, ent: Path) -> str:
+    return (m.data / "companies" / ent.name / "_index.md").read_text()
+
+
+def test_field_write_is_one_record_and_visible_everywhere(m: Mount, ent: Path) -> None:
+    before = base_text(m, ent)
+    (ent / "_fields" / "email").write_text("sales@example.org\n")
+    recs = records(m, target(ent))
+    assert [(r.field, r.value) for r in recs] == [("email", "sales@example.org")]
+    assert (ent / "_fields" / "email").read_text() == "sales@example.org\n"
+    text = (ent / "_index.md").read_text()
+    assert "email: sales@example.org\n" in text
+    assert os.stat(ent / "_index.md").st_size == len(text.encode())
+    assert base_text(m, ent) == before  # the base file is untouched
+
+
+def test_new_field_and_tombstone(m: Mount, ent: Path) -> None:
+    subprocess.run(f"echo gold > {ent}/_fields/tier", shell=True, check=True)
+    assert "tier" in os.listdir(ent / "_fields")
+    assert "tier: gold" in (ent / "_index.md").read_text()
+    os.unlink(ent / "_fields" / "rating")
+    assert "rating" not in os.listdir(ent / "_fields")
+    assert "rating:" not in (ent / "_index.md").read_text()
+    recs = records(m, target(ent))
+    assert [(r.field, r.tombstone) for r in recs] == [("tier", False), ("rating", True)]
+    with pytest.raises(FileNotFoundError):
+        os.unlink(ent / "_fields" / "rating")
+
+
+def test_index_rewrite_in_place_records_only_changed_fields(m: Mount, ent: Path) -> None:
+    text = (ent / "_index.md").read_text()
+    new = text.replace("country: US", "country: CA").replace("source: google-maps\n", "")
+    with open(ent / "_index.md", "w") as f:
+        f.write(new)
+    recs = records(m, target(ent))
+    assert sorted((r.field, r.value, r.tombstone) for r in recs) == [
+        ("country", "CA", False), ("source", "", True)]
+    assert (ent / "_index.md").read_text() == new
+
+
+def test_sed_i_is_consumed_and_leaves_no_temp_file(m: Mount, ent: Path) -> None:
+    subprocess.run(["sed", "-i", "s/^city: .*/city: Lyon/", str(ent / "_index.md")], check=True)
+    assert [(r.field, r.value) for r in records(m, target(ent))] == [("city", "Lyon")]
+    assert "city: Lyon" in (ent / "_index.md").read_text()
+    assert sorted(os.listdir(ent)) == ["_fields", "_index.md", "tags.lst"]
+    store = sorted(os.listdir(m.data / "companies" / ent.name))
+    assert store == ["_index.md", "tags.lst"]
+    assert not any((m.data / ".cocli-fs" / "scratch").rglob("sed*"))
+
+
+def test_python_atomic_save_with_os_replace(m: Mount, ent: Path) -> None:
+    text = (ent / "_index.md").read_text().replace("employees: ", "employees: 9")
+    tmp = ent / ".tmp-save"
+    tmp.write_text(text)
+    os.replace(tmp, ent / "_index.md")
+    recs = records(m, target(ent))
+    assert len(recs) == 1 and recs[0].field == "employees"
+    assert not (m.data / "companies" / ent.name / ".tmp-save").exists()
+    assert (ent / "_index.md").read_text() == text
+
+
+def test_append_to_tags_and_truncate_write(m: Mount, ent: Path) -> None:
+    old = (ent / "tags.lst").read_text().split()
+    subprocess.run(f"echo vip >> {ent}/tags.lst", shell=True, check=True)
+    assert (ent / "tags.lst").read_text().split() == [*old, "vip"]
+    with open(ent / "_fields" / "phone_number", "r+") as f:
+        f.truncate(0)
+        f.write("+1-555-0100\n")
+    assert (ent / "_fields" / "phone_number").read_text() == "+1-555-0100\n"
+    fields = [(r.field, r.value) for r in records(m, target(ent))]
+    assert fields == [("tags", f'{__import__("json").dumps([*old, "vip"], separators=(",", ":"))}'),
+                      ("phone_number", "+1-555-0100")]
+
+
+def test_vim_with_default_swap_and_backup(m: Mount, ent: Path) -> None:
+    subprocess.run(
+        ["vim", "-es", "-u", "DEFAULTS", "-i", "NONE", "-c", "%s/^state: .*/state: QC/",
+         "-c", "wq", str(ent / "_index.md")],
+        check=True, timeout=30, capture_output=True,
+    )
+    assert [(r.field, r.value) for r in records(m, target(ent))] == [("state", "QC")]
+    assert "state: QC" in (ent / "_index.md").read_text()
+    assert sorted(os.listdir(ent)) == ["_fields", "_index.md", "tags.lst"]
+    assert sorted(os.listdir(m.data / "companies" / ent.name)) == ["_index.md", "tags.lst"]
+
+
+def test_fsync_works_on_every_kind_of_file(m: Mount, ent: Path) -> None:
+    for p in (ent / "_fields" / "hours", ent / "_index.md", ent / "notes.txt"):
+        fd = os.open(p, os.O_RDWR | os.O_CREAT)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    (ent / "notes").mkdir()
+    with open(ent / "notes" / "call.md", "w") as f:
+        f.write("called\n")
+        f.flush()
+        os.fsync(f.fileno())
+    assert (m.data / "companies" / ent.name / "notes" / "call.md").read_text() == "called\n"
+
+
+def test_invalid_yaml_fails_close_with_einval_and_changes_nothing(m: Mount, ent: Path) -> None:
+    before = (ent / "_index.md").read_text()
+    fd = os.open(ent / "_index.md", os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"---\nname: [unclosed\n---\n")
+    with pytest.raises(OSError) as exc:
+        os.close(fd)
+    assert exc.value.errno == errno.EINVAL
+    assert (ent / "_index.md").read_text() == before
+    assert records(m, target(ent)) == []
+    assert "refused write to" in m.log_text()
+
+
+def test_separator_bytes_in_a_value_are_refused(m: Mount, ent: Path) -> None:
+    fd = os.open(ent / "_fields" / "email", os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"a\x1fb\n")
+    with pytest.raises(OSError) as exc:
+        os.close(fd)
+    assert exc.value.errno == errno.EINVAL
+    assert records(m, target(ent)) == []
+
+
+def test_bad_paths_get_clear_errnos(m: Mount, ent: Path) -> None:
+    cases = [
+        (lambda: (m.path("wal") / "x.usv").write_text("x"), errno.EROFS),
+        (lambda: os.mkdir(m.path("widgets")), errno.EINVAL),
+        (lambda: os.mkdir(m.path("companies", "Bad Slug!")), errno.EINVAL),
+        (lambda: os.mkdir(ent / "_fields" / "sub"), errno.EINVAL),
+        (lambda: os.listdir(m.path(".cocli-fs")), errno.EACCES),
+    ]
+    for fn, code in cases:
+        with pytest.raises(OSError) as exc:
+            fn()
+        assert exc.value.errno == code, fn
+    for j in os.listdir(m.path("wal")):
+        with pytest.raises(OSError) as exc:
+            os.unlink(m.path("wal", j))
+        assert exc.value.errno == errno.EROFS
+    with pytest.raises(OSError) as exc:
+        (ent / "_fields" / "bad name").write_text("x")
+    assert exc.value.errno == errno.EINVAL
+    assert ".cocli-fs" not in os.listdir(m.mnt)
+
+
+def test_new_entity_and_notes_go_straight_to_the_store(m: Mount) -> None:
+    ent = m.path("companies", "fresh-co")
+    ent.mkdir()
+    (ent / "_index.md").write_text("---\nname: Fresh Co\n---\n\nNew.\n")
+    (ent / "notes").mkdir()
+    (ent / "notes" / "a.md").write_text("hello\n")
+    store = m.data / "companies" / "fresh-co"
+    assert (store / "_index.md").read_text() == "---\nname: Fresh Co\n---\n\nNew.\n"
+    assert (store / "notes" / "a.md").read_text() == "hello\n"
+    assert records(m, "companies/fresh-co") == []
+    assert (ent / "_fields" / "name").read_text() == "Fresh Co\n"
+    # now it has a base: the next edit is a record
+    (ent / "_fields" / "name").write_text("Fresh Company\n")
+    assert [(r.field, r.value) for r in records(m, "companies/fresh-co")] == [
+        ("name", "Fresh Company")]
+
+
+def test_editor_scratch_files_stay_node_local(m: Mount, ent: Path) -> None:
+    (ent / ".x.swp").write_bytes(b"swap")
+    (ent / "notes~").write_text("backup")
+    assert (ent / ".x.swp").read_bytes() == b"swap"
+    assert {".x.swp", "notes~"} <= set(os.listdir(ent))
+    store = m.data / "companies" / ent.name
+    assert not (store / ".x.swp").exists() and not (store / "notes~").exists()
+    os.unlink(ent / ".x.swp")
+    assert ".x.swp" not in os.listdir(ent)
+
+
+def test_pending_top_level_file_reaches_the_store_after_close(m: Mount, ent: Path) -> None:
+    (ent / "website.txt").write_text("kept\n")
+    store = m.data / "companies" / ent.name / "website.txt"
+    import time
+
+    deadline = time.monotonic() + 10
+    while not store.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.read_text() == "kept\n"
+    assert (ent / "website.txt").read_text() == "kept\n"
