@@ -281,6 +281,7 @@ class Syncer:
             finally:
                 if self.changed_paths:
                     self.call(self.state.notify_files, self.changed_paths)
+                    self.call(_readopt, self.state, self.changed_paths)
                     self.changed_paths = []
         self.summary.seconds = time.monotonic() - t0
         self.summary.stats = self.store.stats.as_dict()
@@ -511,12 +512,8 @@ class Syncer:
             return
         data = self._retry("GET checkpoint", lambda: self.store.get(CHECKPOINT_KEY))
         self._write_file(self.root / CHECKPOINT_KEY, data)
-        self.summary.downloaded += 1
-        adopt = _adopt_function()
-        if adopt is not None:
-            self.call(adopt, self.state)
-        else:
-            log.info("pulled wal/checkpoint.json; no compaction adopt function to call yet")
+        self._add("downloaded", CHECKPOINT_KEY)
+        self.call(_adopt, self.state, data)
         self.positions.read[CHECKPOINT_KEY] = {"offset": size, "etag": etag, "size": size}
         self._save()
 
@@ -577,22 +574,34 @@ class Syncer:
         return [x for x in out if x]
 
 
-def _adopt_function() -> Callable[[NodeState], Any] | None:
-    """Compaction's hook for a checkpoint pulled from S3 (``compaction.adopt_checkpoint(state)``
-    or ``checkpoint.adopt(state)``), if that module provides one."""
-    import importlib
+def _readopt(state: NodeState, paths: list[str]) -> None:
+    """Base files of the adopted checkpoint that arrived late: adopt again (idempotent), so the
+    overlay entries they cover are dropped now."""
+    from .compaction import adopt_checkpoint
 
-    for module, name in (
-        ("cocli_fs.compaction", "adopt_checkpoint"),
-        ("cocli_fs.checkpoint", "adopt"),
-    ):
-        try:
-            fn = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if callable(fn):
-            return fn  # type: ignore[no-any-return]
-    return None
+    if state.checkpoint.generation and any(p in state.checkpoint.written for p in paths):
+        adopt_checkpoint(state, state.checkpoint)
+
+
+def _adopt(state: NodeState, data: bytes) -> None:
+    """Hand a checkpoint pulled from S3 to compaction (``compaction.adopt_checkpoint``): it
+    drops overlay entries the new base files (pulled before it) already show."""
+    from .checkpoint import CheckpointError, loads_untrusted
+    from .compaction import adopt_checkpoint
+
+    try:
+        cp = loads_untrusted(data)
+    except CheckpointError as exc:
+        log.error("pulled wal/checkpoint.json is unusable: %s", exc)
+        return
+    if cp.generation <= state.checkpoint.generation:
+        return
+    res = adopt_checkpoint(state, cp)
+    if res.stale:
+        log.info(
+            "checkpoint adopted; %d entities keep their overlay until newer base files arrive",
+            len(res.stale),
+        )
 
 
 @contextlib.contextmanager

@@ -106,7 +106,7 @@ def test_faults_lose_and_duplicate_nothing(
     s3_endpoint: str,  # noqa: F811
     s3_bucket: str,  # noqa: F811
 ) -> None:
-    with FaultProxy(s3_endpoint, seed=42, error_rate=0.25) as proxy:
+    with FaultProxy(s3_endpoint, seed=42, error_rate=0.2) as proxy:
         a, b, hub = _cluster(tmp_path, proxy.endpoint, s3_bucket)
         _activity(a, b, hub)
         for i in range(12):
@@ -140,4 +140,35 @@ def test_positions_persist_across_restarts(
     assert s.downloaded == 0 and s.records_in == 0 and s.uploaded == 0
     assert s.stats["requests"].get("GetObject", 0) == 0  # nothing changed: LIST only
     for n in (a, b2, hub):
+        n.close()
+
+
+def test_hub_compaction_reaches_nodes_through_s3(
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+) -> None:
+    from cocli_fs.compaction import compact_offline
+
+    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    _activity(a, b, hub)
+    for _ in range(2):
+        for n in (a, b, hub):
+            n.sync()
+    targets = sorted(a.state.overlay.by_target)
+    before = {t: a.state.merged(t)[1] for t in targets}
+    entries = a.state.overlay.entries
+    hub.close()
+    compact_offline(tmp_path / "hub", s3=True, create_after=0)
+    hub = Node(tmp_path / "hub", node_config("hub", s3_endpoint, s3_bucket, hub=True))
+    assert "wal/checkpoint.json" in hub.state.dirty
+    s = hub.sync(pull=False)
+    assert s.uploaded >= len(targets) and len(hub.state.dirty) == 0
+    a.sync()
+    assert a.state.checkpoint.generation == hub.state.checkpoint.generation > 0
+    assert {t: a.state.merged(t)[1] for t in targets} == before  # no value went back
+    assert a.state.overlay.entries < entries  # folded into the pulled base files
+    for t in targets:
+        assert (a.root / t / "_index.md").read_bytes() == (hub.root / t / "_index.md").read_bytes()
+    for n in (a, b, hub):
         n.close()
