@@ -9,6 +9,7 @@ a mount) and ``write`` / ``write_batch`` (durable field writes, as a ``close()``
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -35,6 +36,7 @@ class Headless:
         self.control.register("status", self._status)
         self.control.register("write", self._write)
         self.control.register("write_batch", self._write_batch)
+        self.control.register("read", self._read)
 
     def status(self) -> dict[str, Any]:
         info = self.state.status()
@@ -51,6 +53,13 @@ class Headless:
     async def _status(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         return self.status()
 
+    async def _read(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """``{"target": "companies/x"}`` -> the merged fields (what the mount's ``_fields/``
+        would show)."""
+        _, fields = self.state.merged(str(args["target"]))
+        # YAML may hold dates: make everything JSON-safe for the control socket.
+        return {"fields": json.loads(json.dumps(fields, default=str))}
+
     async def _write(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         """``{"target": "companies/x", "fields": {name: value}, "delete": [name, ...]}``."""
         changes: dict[str, Change] = dict(args.get("fields") or {})
@@ -60,9 +69,15 @@ class Headless:
         return {"records": [_brief(r) for r in records]}
 
     async def _write_batch(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        """``{"items": [[target, field, value], ...]}``: all durable in shared group commits."""
+        """``{"items": [[target, field, value], ...]}`` or, for batches larger than a control
+        request may be, ``{"n": N, "target": "companies/x-{i}", "field": "f", "value": "v{i}"}``.
+        All durable (in shared group commits) when this returns."""
+        items = args.get("items") or [
+            (args["target"].format(i=i), args["field"], args["value"].format(i=i))
+            for i in range(int(args.get("n", 0)))
+        ]
         by_target: dict[str, dict[str, Change]] = defaultdict(dict)
-        for target, field, value in args["items"]:
+        for target, field, value in items:
             by_target[str(target)][str(field)] = value
         out: list[Record] = []
 

@@ -246,6 +246,9 @@ def pack_records(encoded: list[bytes]) -> Iterator[tuple[Msg, list[Any]]]:
     for raw in encoded:
         n = len(raw) + 5  # msgpack bin header
         if n > RECORDS_BUDGET:
+            if batch:  # keep the records in order
+                yield Msg.RECORDS, batch
+                batch, size = [], 0
             total = (len(raw) + CHUNK_BYTES - 1) // CHUNK_BYTES
             for i in range(total):
                 yield Msg.CHUNK, [0, i, total, raw[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]]
