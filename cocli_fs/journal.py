@@ -66,17 +66,23 @@ def parse_journal(data: bytes) -> ReadResult:
     end = data.rfind(rec.RS_B) + 1  # 0 when there is no complete record at all
     res.valid_end = end
     res.torn_tail = len(data) - end
-    offset = 0
-    decode = rec.decode_untrusted
-    for pos, chunk in enumerate(data[:end].split(rec.RS_B)[:-1], start=1):
-        # cocli's writer and hand edits may leave newlines between records.
-        raw = chunk.strip(b"\r\n") if chunk[:1] in (b"\n", b"\r") else chunk
-        if raw:
+    chunks = data[:end].split(rec.RS_B)
+    chunks.pop()  # what follows the last separator: the torn tail, already accounted for
+    # cocli's writer and hand edits may leave newlines between records: decode_chunks strips.
+    res.records, bad = rec.decode_chunks(chunks, first_pos=1)
+    if bad:
+        starts = [0]
+        for chunk in chunks:
+            starts.append(starts[-1] + len(chunk) + 1)
+        for i in bad:
+            chunk = chunks[i]
+            raw = chunk.strip(b"\r\n") if chunk[:1] in (b"\n", b"\r") else chunk
             try:
-                res.records.append(decode(raw, pos))
+                rec.decode_untrusted(raw, i + 1)
+                why = "record does not decode"  # not reached: decode_chunks agrees with it
             except RecordError as exc:
-                res.corrupt.append((offset, str(exc)))
-        offset += len(chunk) + 1
+                why = str(exc)
+            res.corrupt.append((starts[i], why))
     return res
 
 

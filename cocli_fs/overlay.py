@@ -64,10 +64,41 @@ class OriginSeqs:
         return gaps
 
 
+_blake2b = hashlib.blake2b
+_from_bytes = int.from_bytes
+
+
 def _entry_hash(r: Record) -> int:
-    h = hashlib.blake2b(digest_size=8)
-    h.update(f"{r.target}\x1f{r.field}\x1f{r.hlc}\x1f{r.node_id}\x1f{r.kind}\x1f{r.value}".encode())
-    return int.from_bytes(h.digest(), "big")
+    """A stable 64-bit hash of a winner (the same on every node and every Python: not hash())."""
+    data = f"{r.target}\x1f{r.field}\x1f{r.hlc}\x1f{r.node_id}\x1f{r.kind}\x1f{r.value}"
+    return _from_bytes(_blake2b(data.encode(), digest_size=8).digest(), "big")
+
+
+def _wins(r: Record, cur: Record) -> int:
+    """1 if ``r`` beats ``cur``, 0 if it is the same record, -1 if it loses.
+
+    The order is ``Record.order`` — (hlc, node_id, seq or position) — compared field by field
+    without building tuples (this runs for every replayed record). Two *different* records with
+    the same order can only be cocli records (no seq) that share timestamp, node and position,
+    e.g. copies from two files; their content breaks the tie, so the winner never depends on
+    which arrived first.
+    """
+    if r.hlc != cur.hlc:
+        return 1 if r.hlc > cur.hlc else -1
+    if r.node_id != cur.node_id:
+        return 1 if r.node_id > cur.node_id else -1
+    a, b = r.seq or r.pos, cur.seq or cur.pos
+    if a != b:
+        return 1 if a > b else -1
+    if r == cur:
+        return 0
+    def key(x: Record) -> tuple[str, str, str, str, str, int, int]:
+        return (x.kind, x.value, x.timestamp, x.campaign_name, x.environment, x.seq, x.pos)
+
+    return 1 if key(r) > key(cur) else -1
+
+
+_intern = sys.intern
 
 
 class Overlay:
@@ -89,8 +120,10 @@ class Overlay:
         if r.seq:
             seqs = self.origins.get(r.node_id)
             if seqs is None:
-                seqs = self.origins[sys.intern(r.node_id)] = OriginSeqs()
-            if not seqs.add(r.seq):
+                seqs = self.origins[_intern(r.node_id)] = OriginSeqs()
+            if r.seq == seqs.contiguous + 1 and not seqs.above:
+                seqs.contiguous = r.seq  # the common case, inlined: the next in line
+            elif not seqs.add(r.seq):
                 self.duplicates += 1
                 return Applied.DUPLICATE
         self.applied += 1
@@ -100,17 +133,18 @@ class Overlay:
             if self.compacted and self._below_compacted(r):
                 return Applied.LOST
             if fields is None:
-                fields = self.by_target[r.target] = {}
-            fields[sys.intern(r.field)] = r
+                fields = self.by_target[_intern(r.target)] = {}
+            fields[_intern(r.field)] = r
             self.entries += 1
             self._digest ^= _entry_hash(r)
             return Applied.WON
         assert fields is not None  # cur came from it
-        if r.order > cur.order:
+        w = _wins(r, cur)
+        if w > 0:
             fields[r.field] = r
             self._digest ^= _entry_hash(cur) ^ _entry_hash(r)
             return Applied.WON
-        if r.order == cur.order:
+        if w == 0:
             # The same record again (cocli records carry no seq to de-duplicate by).
             self.duplicates += 1
             return Applied.DUPLICATE
