@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -37,6 +38,10 @@ class Headless:
         self.control.register("write", self._write)
         self.control.register("write_batch", self._write_batch)
         self.control.register("read", self._read)
+        self.control.register("watch", self._watch)
+        # (origin, lo, hi) -> applied wall time (ns) per seq, for ``watch`` (benchmarks).
+        self._watches: list[tuple[str, int, int, dict[int, int], trio.Event]] = []
+        state.listeners.append(self._on_change)
 
     def status(self) -> dict[str, Any]:
         info = self.state.status()
@@ -66,7 +71,7 @@ class Headless:
         for name in args.get("delete") or []:
             changes[name] = TOMBSTONE
         records = await self.state.write_fields(str(args["target"]), changes)
-        return {"records": [_brief(r) for r in records]}
+        return {"records": [_brief(r) for r in records], "durable_ns": time.time_ns()}
 
     async def _write_batch(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         """``{"items": [[target, field, value], ...]}`` or, for batches larger than a control
@@ -87,7 +92,40 @@ class Headless:
         async with trio.open_nursery() as n:
             for target, changes in by_target.items():
                 n.start_soon(one, target, changes)
-        return {"count": len(out), "max_seq": max((r.seq for r in out), default=0)}
+        return {
+            "count": len(out),
+            "max_seq": max((r.seq for r in out), default=0),
+            "durable_ns": time.time_ns(),
+        }
+
+    def _on_change(self, targets: set[str], records: list[Record], local: bool) -> None:
+        if not self._watches:
+            return
+        now = time.time_ns()
+        for origin, lo, hi, seen, done in self._watches:
+            for r in records:
+                if r.node_id == origin and lo <= r.seq <= hi:
+                    seen.setdefault(r.seq, now)
+            if len(seen) == hi - lo + 1:
+                done.set()
+
+    async def _watch(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """``{"origin": "a", "lo": 1, "hi": 1000, "timeout": 30}``: wait until every record
+        ``lo..hi`` of ``origin`` arrived; answer the wall time (ns) each became visible here.
+        For benchmarks (processes on one machine share the clock). Only records that change the
+        visible state are seen (the state listener's contract), so write distinct fields."""
+        origin, lo, hi = str(args["origin"]), int(args["lo"]), int(args["hi"])
+        seen: dict[int, int] = {}
+        done = trio.Event()
+        entry = (origin, lo, hi, seen, done)
+        self._watches.append(entry)
+        await progress("watching")
+        try:
+            with trio.move_on_after(float(args.get("timeout", 30))):
+                await done.wait()
+        finally:
+            self._watches.remove(entry)
+        return {"applied_ns": {str(k): v for k, v in seen.items()}, "complete": done.is_set()}
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
