@@ -339,5 +339,11 @@ def diff_index(
     new = index_fields(doc)
     if not new.get(DESCRIPTION):
         new.pop(DESCRIPTION)
-    scope = {k for k in merged if k != TAGS or tags_in_front}
+    # An empty description and no description read the same (an empty body): re-saving the
+    # document unchanged must not turn one into the other.
+    scope = {
+        k
+        for k in merged
+        if (k != TAGS or tags_in_front) and not (k == DESCRIPTION and merged[k] == "")
+    }
     return diff(merged, new, scope)
