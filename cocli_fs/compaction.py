@@ -35,10 +35,13 @@ import ctypes
 import fcntl
 import json
 import logging
+import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +73,9 @@ log = logging.getLogger(__name__)
 CRASH_ENV = "COCLI_FS_COMPACT_CRASH_AFTER"  # tests: os._exit after the k-th file operation
 CREATE_AFTER_S = 3600.0  # a record for an entity with no base waits this long for it
 BATCH = 2000  # entities per temp-write / syncfs / rename round
+IO_THREADS = 8
+PARALLEL_MIN = 3000  # entities: below this, rendering in-process beats starting workers
+RENDER_CHUNK = 500
 LOCK_NAME = "compact.lock"
 TMP_SUFFIX = ".compact-tmp"
 
@@ -82,12 +88,16 @@ _ops = 0
 _crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
 
 
+_ops_lock = threading.Lock()
+
+
 def _step() -> None:
     """Count one file operation; in crash tests, die right after the k-th one."""
     global _ops
-    _ops += 1
-    if _crash_after and _ops >= _crash_after:
-        os._exit(77)
+    with _ops_lock:
+        _ops += 1
+        if _crash_after and _ops >= _crash_after:
+            os._exit(77)
 
 
 # --- durability helpers -------------------------------------------------------------------------
@@ -314,28 +324,112 @@ class Written:
 Marker = Callable[[list[tuple[str, bool]]], None]  # [(rel path, exists)] -> dirty set
 
 
-def write_entities(
+@dataclass
+class Rendered:
+    """One entity's files to change: name -> (new bytes or None to delete, old bytes)."""
+
+    target: str
+    files: dict[str, tuple[bytes | None, bytes | None]]
+
+
+def _render_chunk(
+    root: Path, items: list[tuple[str, Mapping[str, Record]]]
+) -> tuple[list[Rendered], dict[str, str]]:
+    out: list[Rendered] = []
+    broken: dict[str, str] = {}
+    for target, fields in items:
+        d = root / target
+        index_bytes = _read(d / INDEX)
+        tags_bytes = _read(d / TAGS_FILE)
+        try:
+            files = render_entity(index_bytes, tags_bytes, fields)
+        except (DocumentError, UnicodeDecodeError) as exc:
+            broken[target] = str(exc)
+            continue
+        olds = {INDEX: index_bytes, TAGS_FILE: tags_bytes}
+        out.append(Rendered(target, {k: (v, olds[k]) for k, v in files.items()}))
+    return out, broken
+
+
+def render_all(
     root: Path,
     winners: Mapping[str, Mapping[str, Record]],
+    progress: Progress | None = None,
+    workers: int = 0,
+) -> tuple[list[Rendered], dict[str, str]]:
+    """New contents for every touched entity, and the entities whose base does not parse.
+
+    Parsing YAML is the CPU cost of a compaction (~1 ms an entity), so big runs render in
+    worker processes (``spawn``: forking a mount's multi-threaded process is unsafe)."""
+    items = [(t, winners[t]) for t in sorted(winners)]
+    workers = workers or min(os.cpu_count() or 1, 4)
+    if workers <= 1 or len(items) < PARALLEL_MIN:
+        out, broken = _render_chunk(root, items)
+        return out, broken
+    chunks = [items[i : i + RENDER_CHUNK] for i in range(0, len(items), RENDER_CHUNK)]
+    out = []
+    broken = {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for n, (part, bad) in enumerate(pool.map(_render_chunk, [root] * len(chunks), chunks)):
+            out += part
+            broken.update(bad)
+            if progress:
+                done = min((n + 1) * RENDER_CHUNK, len(items))
+                progress(f"entities rendered {done:,}/{len(items):,}")
+    return out, broken
+
+
+def write_entities(
+    root: Path,
+    entities: list[Rendered],
     mark: Marker | None = None,
     progress: Progress | None = None,
     batch: int = BATCH,
 ) -> Written:
-    """Rewrite every target in ``winners`` (all durable when this returns)."""
+    """Write the rendered entities (all durable when this returns)."""
     out = Written()
-    targets = sorted(winners)
-    total = len(targets)
+    with ThreadPoolExecutor(IO_THREADS) as io:
+        _write_batches(root, entities, mark, progress, batch, out, io)
+    syncfs(root)  # every rename durable before the checkpoint says so
+    return out
+
+
+def _write_temp(plan: tuple[Path, str, bytes | None]) -> None:
+    d, name, data = plan
+    if data is not None:
+        d.mkdir(parents=True, exist_ok=True)
+        _write_file(d / f".{name}{TMP_SUFFIX}", data)
+        _step()
+
+
+def _put_in_place(plan: tuple[Path, str, bytes | None]) -> None:
+    d, name, data = plan
+    if data is not None:
+        os.replace(d / f".{name}{TMP_SUFFIX}", d / name)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(d / name)
+    _step()
+
+
+def _write_batches(
+    root: Path,
+    entities: list[Rendered],
+    mark: Marker | None,
+    progress: Progress | None,
+    batch: int,
+    out: Written,
+    io: ThreadPoolExecutor,
+) -> None:
+    total = len(entities)
     for start in range(0, total, batch):
         plans: list[tuple[Path, str, bytes | None]] = []  # (entity dir, name, data)
-        for target in targets[start : start + batch]:
-            d = root / target
-            index_bytes = _read(d / INDEX)
-            files = render_entity(index_bytes, _read(d / TAGS_FILE), winners[target])
+        for ent in entities[start : start + batch]:
+            d = root / ent.target
             changed = False
-            for name, data in files.items():
-                rel = f"{target}/{name}"
-                out.hashes[rel] = content_hash(data) if data is not None else ""
-                old = index_bytes if name == INDEX else _read(d / name)
+            for name, (data, old) in ent.files.items():
+                out.hashes[f"{ent.target}/{name}"] = content_hash(data) if data is not None else ""
                 if old != data:
                     plans.append((d, name, data))
                     changed = True
@@ -347,26 +441,16 @@ def write_entities(
             continue
         # Temp files first (content), then the dirty marks, one flush for all, then renames:
         # a file is never renamed into place before its content and its dirty mark are durable.
-        for d, name, data in plans:
-            if data is not None:
-                d.mkdir(parents=True, exist_ok=True)
-                _write_file(d / f".{name}{TMP_SUFFIX}", data)
-                _step()
+        # File creation and rename wait on the disk and the file system's journal, not on
+        # the CPU: a few threads overlap those waits.
+        list(io.map(_write_temp, plans))
         if mark is not None:
             mark([(f"{d.relative_to(root).as_posix()}/{n}", x is not None) for d, n, x in plans])
         syncfs(root)
-        for d, name, data in plans:
-            if data is not None:
-                os.replace(d / f".{name}{TMP_SUFFIX}", d / name)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(d / name)
-            out.files += 1
-            _step()
+        list(io.map(_put_in_place, plans))
+        out.files += len(plans)
         if progress:
             progress(f"entities written {min(start + batch, total):,}/{total:,}")
-    syncfs(root)  # every rename durable before the checkpoint says so
-    return out
 
 
 # --- the whole run ------------------------------------------------------------------------------
@@ -383,6 +467,7 @@ class Result:
     skipped: list[Skipped] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     @property
     def changed(self) -> bool:
@@ -400,6 +485,7 @@ class Result:
             "held_back": dict(self.held),
             "generation": self.checkpoint.generation,
             "seconds": round(self.seconds, 3),
+            "phases": self.phases,
         }
 
 
@@ -422,22 +508,33 @@ def compact(
     """One compaction of the data folder ``root`` (blocking; the caller holds the lock).
     Leaves base files and checkpoint durable; does not touch the overlay or retire journals."""
     t0 = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        phases[name] = round(time.monotonic() - t0 - sum(phases.values()), 3)
+
     wal = root / "wal"
     cp = cp if cp is not None else ckpt.load(wal)
     scan = read_wal(wal, cp, progress)
+    lap("read")
     if progress:
         progress(f"read {scan.read:,} records from {scan.files} journals")
     has_base = has_base_in(root)
     p = plan(scan, cp, has_base, create_after, now_ms)
     winners = resolve(p.records, cp)
-    # A base that does not parse cannot take the records: hold them back like a missing base.
-    broken = _broken_targets(root, winners)
+    lap("plan")
+    rendered, broken = render_all(root, winners, progress)
+    lap("render")
     if broken:
+        # A base that does not parse cannot take its records: hold them back like a missing
+        # base (never clobber a file a human has to repair), and compact the rest.
         p = plan(scan, cp, has_base, create_after, now_ms, broken)
         for t, why in broken.items():
             p.held[t] = f"base document does not parse: {why}"
         winners = resolve(p.records, cp)
-    written = write_entities(root, winners, mark, progress, batch)
+        rendered = render_all(root, winners)[0]  # rare path: simply render again
+    written = write_entities(root, rendered, mark, progress, batch)
+    lap("write")
     new = Checkpoint(
         generation=cp.generation,
         compacted_at=cp.compacted_at,
@@ -462,6 +559,7 @@ def compact(
             mark([(f"wal/{ckpt.CHECKPOINT_NAME}", True)])
         ckpt.save(wal, new)
         _step()
+    lap("checkpoint")
     return Result(
         checkpoint=new,
         winners=winners,
@@ -472,18 +570,8 @@ def compact(
         skipped=scan.skipped,
         held=p.held,
         seconds=time.monotonic() - t0,
+        phases=phases,
     )
-
-
-def _broken_targets(root: Path, winners: Mapping[str, Any]) -> dict[str, str]:
-    broken: dict[str, str] = {}
-    for target in winners:
-        d = root / target
-        try:
-            render_entity(_read(d / INDEX), _read(d / TAGS_FILE), {})
-        except (DocumentError, UnicodeDecodeError) as exc:
-            broken[target] = str(exc)
-    return broken
 
 
 # --- 6. adoption and retirement -----------------------------------------------------------------
