@@ -13,6 +13,7 @@ untouched key keeps its text, comments and position.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,6 +191,9 @@ def merge(base: BaseDoc, overlay: Mapping[str, Record]) -> dict[str, Any]:
 # --- rendering ----------------------------------------------------------------------------------
 
 
+_PLAIN_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*):(?:[ \t]|\r?\n|$)")
+
+
 def _chunks(front_text: str) -> dict[str, str] | None:
     """Split front matter into the text of each top-level key, or None if it is not a plain
     block mapping we can cut safely (then the caller re-serialises everything)."""
@@ -202,6 +206,14 @@ def _chunks(front_text: str) -> dict[str, str] | None:
         if starts_key:
             if key is not None:
                 chunks[key] = "".join(lines)
+            plain = _PLAIN_KEY.match(line)
+            if plain:
+                # The common case, without a YAML parse per line: for such a line YAML's key is
+                # exactly this text (reserved words like ``yes`` never get here: parse_index
+                # refuses non-string keys).
+                key = plain.group(1)
+                lines = [line]
+                continue
             try:
                 parsed = yaml_load(line if ":" in line else "")
             except yaml.YAMLError:
