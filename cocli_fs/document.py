@@ -281,7 +281,9 @@ def render_tags(tags: Any) -> str:
 
 
 def field_text(name: str, value: Any) -> str:
-    """Contents of ``_fields/<name>``: plain text for strings, JSON for everything else."""
+    """Contents of ``_fields/<name>``: plain text for strings, JSON for everything else, and
+    always one newline more (which ``parse_field_text`` takes off again, so a value that itself
+    ends in a newline survives a round trip)."""
     if isinstance(value, str):
         return value if value.endswith("\n") else value + "\n"
     return json.dumps(value, ensure_ascii=False) + "\n"

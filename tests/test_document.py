@@ -188,7 +188,7 @@ def test_bad_documents_are_refused_with_a_clear_error(bad: str) -> None:
 @SETTINGS
 @given(
     name=st.sampled_from(["website", "notes_count", "flags", doc.TAGS]),
-    value=values,
+    value=values | bodies,
 )
 def test_field_text_round_trips(name: str, value: Any) -> None:
     if name == doc.TAGS:
