@@ -4,10 +4,13 @@ not pushed to S3 yet. The mount marks; S3 push reads a snapshot and clears what 
 Why a set and not a tree walk: a walk of 300,000 entity folders (and a LIST of as many keys) is
 the IO storm this project exists to avoid; the mount sees every write, so it can just remember.
 
-On disk: ``.cocli-fs/dirty.log``, one line per event, ``+<TAB>path`` (upload), ``-<TAB>path``
-(delete remotely), ``=<TAB>path<TAB>gen`` (pushed as of generation ``gen``). Replayed on open and
-rewritten compactly when it has grown; a torn last line is ignored (the event is re-marked by
-the write that the crash interrupted, or the file is uploaded on the next mark).
+On disk: ``.cocli-fs/dirty.log``, one line per event, ``+<TAB>path<TAB>gen`` (upload),
+``-<TAB>path<TAB>gen`` (delete remotely), ``=<TAB>path<TAB>gen`` (pushed as of generation ``gen``).
+Every line names its generation, so a compacting rewrite keeps them and a push that started
+before the rewrite still clears only what it saw. (Older logs wrote ``+``/``-`` lines without
+the generation; they read as numbered by their position.) Replayed on open and rewritten
+compactly when it has grown; a torn last line is ignored (the event is re-marked by the write
+that the crash interrupted, or the file is uploaded on the next mark).
 """
 
 from __future__ import annotations
@@ -46,10 +49,13 @@ class DirtySet:
         for line in data[:end].decode("utf-8", "replace").splitlines():
             parts = line.split("\t")
             self._lines += 1
-            if len(parts) == 2 and parts[0] in "+-" and parts[1]:
-                self._gen += 1
-                self._entries[parts[1]] = DirtyEntry(parts[1], parts[0] == "+", self._gen)
-            elif len(parts) == 3 and parts[0] == "=":
+            op = parts[0]
+            if op in ("+", "-") and len(parts) in (2, 3) and parts[1]:
+                numbered = len(parts) == 3 and parts[2].isdigit()
+                gen = int(parts[2]) if numbered else self._gen + 1
+                self._gen = max(self._gen, gen)
+                self._entries[parts[1]] = DirtyEntry(parts[1], op == "+", gen)
+            elif op == "=" and len(parts) == 3:
                 cur = self._entries.get(parts[1])
                 if cur is not None and parts[2].isdigit() and cur.gen <= int(parts[2]):
                     del self._entries[parts[1]]
@@ -57,18 +63,15 @@ class DirtySet:
             self._rewrite()
 
     def _rewrite(self) -> None:
+        """Replace the log by one line per live entry, generations kept (a snapshot taken
+        before the rewrite must still compare correctly against later marks)."""
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             for e in self._entries.values():
-                f.write(f"{'+' if e.exists else '-'}\t{e.path}\n")
+                f.write(f"{'+' if e.exists else '-'}\t{e.path}\t{e.gen}\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self._gen = 0
-        self._entries = {
-            p: DirtyEntry(p, e.exists, i + 1) for i, (p, e) in enumerate(self._entries.items())
-        }
-        self._gen = len(self._entries)
         self._lines = len(self._entries)
 
     def _append(self, line: str) -> None:
@@ -83,7 +86,7 @@ class DirtySet:
             raise ValueError(f"unsupported character in path {path!r}")
         self._gen += 1
         self._entries[path] = DirtyEntry(path, exists, self._gen)
-        self._append(f"{'+' if exists else '-'}\t{path}\n")
+        self._append(f"{'+' if exists else '-'}\t{path}\t{self._gen}\n")
 
     def mark_deleted(self, path: str) -> None:
         self.mark(path, exists=False)
