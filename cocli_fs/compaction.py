@@ -822,8 +822,8 @@ def _marker(ds: Any) -> Marker:
 
 
 class CompactionService:
-    """Periodic compaction inside the hub's mount (``[hub] enabled`` and ``interval > 0``), and
-    the ``compact`` control command for ``cocli-fs compact DATA`` while the mount runs."""
+    """Runs in the hub's mount (``[hub] enabled``): the ``compact`` control command for
+    ``cocli-fs compact DATA`` while the mount runs, and periodic compaction if ``interval > 0``."""
 
     name = "compaction"
 
@@ -937,6 +937,13 @@ def main(args: argparse.Namespace) -> int:
         summary = control.request(data.private, "compact", {}, on_progress=progress)
         if summary is None:
             summary = compact_offline(data.root, cfg.s3 is not None, progress)
+    except control.ControlError as exc:
+        print(
+            f"\ncocli-fs compact: the running mount of {data.root} refused: {exc}", file=sys.stderr
+        )
+        if "does not handle" in str(exc):
+            print("(mount it with [hub] enabled = true to compact)", file=sys.stderr)
+        return 1
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"\ncocli-fs compact: {exc}", file=sys.stderr)
         return 1

@@ -37,7 +37,8 @@ def build_services(state: NodeState, control: ControlServer) -> list[Service]:
         from .s3sync import SyncService
 
         services.append(SyncService(state, control))
-    if cfg.hub.enabled and cfg.hub.interval > 0:
+    if cfg.hub.enabled:
+        # Also with interval 0: it then only serves `cocli-fs compact DATA` over the socket.
         from .compaction import CompactionService
 
         services.append(CompactionService(state, control))
