@@ -1,0 +1,118 @@
+"""Write routing: the DESIGN §3 table, refused names, and the rule engine against its spec."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cocli_fs.routing import DEFAULT_ROUTES, PathError, Route, Router, _match, target_of
+
+R = Router(["companies", "people"])
+
+
+def route(path: str) -> Route:
+    return R.route(R.split(path))
+
+
+@pytest.mark.parametrize(
+    ("path", "want"),
+    [
+        ("", Route.ROOT),
+        ("companies", Route.KIND),
+        ("people", Route.KIND),
+        ("companies/acme", Route.ENTITY),
+        ("companies/acme/_index.md", Route.INDEX),
+        ("people/jane-doe/_index.md", Route.INDEX),
+        ("companies/acme/tags.lst", Route.TAGS),
+        ("companies/acme/_fields", Route.FIELDS_DIR),
+        ("companies/acme/_fields/email", Route.FIELD),
+        ("companies/acme/_fields/sub/x", Route.INVALID),
+        ("companies/acme/notes/2026/call.md", Route.STORE),
+        ("companies/acme/meetings/m1.md", Route.STORE),
+        ("companies/acme/enrichments/site.json", Route.STORE),
+        ("companies/acme/other.txt", Route.STORE),
+        ("README.md", Route.STORE),
+        ("campaigns/x/_index.md", Route.STORE),  # not an entity kind: a plain file
+        ("wal", Route.READONLY),
+        ("wal/20261125_pi-1.usv", Route.READONLY),
+        ("wal/.x.swp", Route.READONLY),  # read-only wins over scratch
+        (".cocli-fs", Route.PRIVATE),
+        (".cocli-fs/dirty.log", Route.PRIVATE),
+        # editor scratch, anywhere below the root
+        ("companies/acme/._index.md.swp", Route.SCRATCH),
+        ("companies/acme/.x.swp", Route.SCRATCH),
+        ("companies/acme/.x.swo", Route.SCRATCH),
+        ("companies/acme/.x.swpx", Route.SCRATCH),
+        ("companies/acme/x~", Route.SCRATCH),
+        ("companies/acme/_index.md~", Route.SCRATCH),
+        ("companies/acme/4913", Route.SCRATCH),
+        ("companies/acme/.#x", Route.SCRATCH),
+        ("companies/acme/_fields/.email.swp", Route.SCRATCH),
+        ("companies/acme/notes/.#draft.md", Route.SCRATCH),
+        (".x.swp", Route.SCRATCH),
+        ("companies/acme/x.swp", Route.STORE),  # not hidden: not vim's swap name
+    ],
+)
+def test_design_table(path: str, want: Route) -> None:
+    assert route(path) == want
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "companies/../wal/x",
+        "companies/acme/../../etc/passwd",
+        "..",
+        "companies/./acme",
+        "companies/-bad",
+        "companies/.hidden",
+        "companies/a b",
+        "people/" + "x" * 300,
+        "companies/acme/\x01ctl",
+        "companies/acme/a\x00b",
+    ],
+)
+def test_bad_paths_are_refused(path: str) -> None:
+    with pytest.raises(PathError):
+        R.split(path)
+
+
+def test_split_and_target() -> None:
+    parts = R.split("/companies//acme/notes/a.md")
+    assert parts == ("companies", "acme", "notes", "a.md")
+    assert target_of(parts) == "companies/acme"
+    assert R.split("companies/acme.example+x@y_z-1") == ("companies", "acme.example+x@y_z-1")
+
+
+def test_config_rules_come_first() -> None:
+    r = Router(["companies"], [{"pattern": "companies/*/drafts/**", "route": "scratch"}])
+    assert r.route(("companies", "acme", "drafts", "a.md")) == Route.SCRATCH
+    assert r.route(("companies", "acme", "notes", "a.md")) == Route.STORE
+    with pytest.raises(ValueError):
+        Router(["companies"], [{"pattern": "x", "route": "no-such-route"}])
+
+
+SEGMENTS = [
+    "companies", "people", "wal", ".cocli-fs", "acme", "_index.md", "tags.lst", "_fields",
+    "notes", "email", "4913", ".x.swp", ".x.swz", ".x.swpx", "x~", ".#x", "x.swp", "[x]", "a*b",
+    "a?", ".", "~", "sw",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(SEGMENTS) | st.text("ab.#~[]*?!-_", min_size=1, max_size=5),
+                min_size=1, max_size=6))
+def test_compiled_router_agrees_with_the_rule_table(parts: list[str]) -> None:
+    """The router may compile its rules however it likes; the answer must be the first rule
+    of the table (config rules, then DEFAULT_ROUTES) that matches segment by segment."""
+    extra = [{"pattern": "companies/*/drafts/**", "route": "scratch"}]
+    router = Router(["companies", "people"], extra)
+    kinds = frozenset(["companies", "people"])
+    want = Route.STORE
+    for pattern, r in [("companies/*/drafts/**", Route.SCRATCH),
+                       *((x.pattern, x.route) for x in DEFAULT_ROUTES)]:
+        if _match(pattern.split("/"), parts, kinds):
+            want = r
+            break
+    assert router.route(tuple(parts)) == want
