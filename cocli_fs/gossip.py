@@ -34,7 +34,7 @@ from . import record as rec
 from . import wire
 from .config import parse_address
 from .journal import journal_files, parse_journal_name
-from .membership import Address, Membership, Peer
+from .membership import Address, Membership, Peer, PeerState
 from .overlay import OriginSeqs
 from .record import Record, RecordError
 from .state import NodeState
@@ -209,6 +209,7 @@ class GossipService:
         self._push_send, self._push_recv = trio.open_memory_channel[list[Record]](PUSH_QUEUE)
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[bytes, Address]](INBOX)
         self._wake_ae = trio.Event()
+        self._last_wanted = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -368,7 +369,7 @@ class GossipService:
         if not win.accept(d.boot, d.counter):
             raise WireError("replayed")
         self.counters["accepted"] += 1
-        peer = self.members.by_addr(addr)
+        peer = self.members.by_addr(addr) or self.members.by_node(d.sender)
         if peer is not None:
             self.members.heard(peer, d.sender)
         t = d.type
@@ -389,7 +390,7 @@ class GossipService:
             if peer is not None:
                 self.members.acked(peer, sent_ns, wall_ms)
         elif t is Msg.DIGEST:
-            await self._on_digest(addr, d.body[0], d.body[1])
+            await self._on_digest(addr, d.sender, d.body[0], d.body[1])
         elif t is Msg.REQUEST:
             self._on_request(addr, d.body)
 
@@ -414,6 +415,9 @@ class GossipService:
             self.counters["records_new"] += len(new)
             for r, raw in records:
                 self._remember(r.node_id, r.seq, raw)
+            origins = self.state.overlay.origins
+            if any(origins[o].above for o in {r.node_id for r in new}):
+                self._wake_ae.set()  # a push arrived with a gap before it: repair soon
 
     # -- anti-entropy ------------------------------------------------------------------------
 
@@ -445,21 +449,48 @@ class GossipService:
         self.counters["digests_out"] += 1
 
     async def _on_digest(
-        self, addr: Address, reply_wanted: bool, theirs: dict[str, list[int]]
+        self, addr: Address, sender: str, reply_wanted: bool, theirs: dict[str, list[int]]
     ) -> None:
         self.counters["digests_in"] += 1
         wants = self.wants(theirs)
         if wants:
-            self._wake_ae.set()
-            flat = [(o, r) for o, rs in wants.items() for r in rs]
-            for i in range(0, len(flat), RANGES_PER_REQUEST):
-                body: dict[str, list[list[int]]] = defaultdict(list)
-                for o, r in flat[i : i + RANGES_PER_REQUEST]:
-                    body[o].append(r)
-                await self._send(addr, Msg.REQUEST, dict(body))
-            self.counters["requests_out"] += 1
+            wanted = sum(hi - lo + 1 for rs in wants.values() for lo, hi in rs)
+            if wanted != self._last_wanted:  # still moving: next round soon (not when stuck)
+                self._wake_ae.set()
+            self._last_wanted = wanted
+            # Ask the partner for what its contiguous prefix guarantees it holds; anything above
+            # that goes to the origin itself when it is alive (it holds all of its records),
+            # else to the partner anyway (it may hold some of them).
+            by_dest: dict[Address, list[tuple[str, list[int]]]] = defaultdict(list)
+            for origin, ranges in wants.items():
+                holder = self._alive_addr(origin) if origin != sender else None
+                sure = theirs[origin][0]
+                for lo, hi in ranges:
+                    if holder is None or hi <= sure:
+                        by_dest[addr].append((origin, [lo, hi]))
+                    elif lo > sure:
+                        by_dest[holder].append((origin, [lo, hi]))
+                    else:
+                        by_dest[addr].append((origin, [lo, sure]))
+                        by_dest[holder].append((origin, [sure + 1, hi]))
+            for dest, flat in by_dest.items():
+                await self._send_requests(dest, flat)
         if reply_wanted:
             await self._send_digest(addr, False)
+
+    def _alive_addr(self, node: str) -> Address | None:
+        p = self.members.by_node(node)
+        if p is None or p.addr is None or self.members.state(p) is not PeerState.ALIVE:
+            return None
+        return p.addr
+
+    async def _send_requests(self, dest: Address, flat: list[tuple[str, list[int]]]) -> None:
+        for i in range(0, len(flat), RANGES_PER_REQUEST):
+            body: dict[str, list[list[int]]] = defaultdict(list)
+            for o, r in flat[i : i + RANGES_PER_REQUEST]:
+                body[o].append(r)
+            await self._send(dest, Msg.REQUEST, dict(body))
+        self.counters["requests_out"] += 1
 
     def _on_request(self, addr: Address, body: dict[str, list[list[int]]]) -> None:
         """Queue the asked-for records for this requester (bounded); one task per requester
@@ -513,6 +544,7 @@ class GossipService:
 
     async def _anti_entropy_loop(self) -> None:
         interval = self.cfg.anti_entropy_interval
+        progress = -1
         while True:
             peers = self.members.alive() or [p for p in self.members.peers if p.addr]
             if peers:
@@ -520,11 +552,20 @@ class GossipService:
                 assert addr is not None
                 await self._send_digest(addr, True)
             self._wake_ae = trio.Event()
+            # Known gaps and still closing them: go again soon. Gaps that nobody can fill (their
+            # origin is down and nobody else holds them) fall back to the normal interval.
+            held = sum(s.contiguous for s in self.state.overlay.origins.values())
+            if held != progress and self._has_gaps():
+                self._wake_ae.set()
+            progress = held
             with trio.move_on_after(interval):
                 await self._wake_ae.wait()
                 # We just asked for missing records: give the answers a moment to arrive, then
                 # run the next round at once, so gaps close in round trips, not intervals.
                 await trio.sleep(min(interval, CATCH_UP_PAUSE))
+
+    def _has_gaps(self) -> bool:
+        return any(s.above for s in self.state.overlay.origins.values())
 
     # -- membership ------------------------------------------------------------------------------
 

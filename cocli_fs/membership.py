@@ -81,6 +81,14 @@ class Membership:
     def by_addr(self, addr: Address) -> Peer | None:
         return self._by_addr.get(addr)
 
+    def by_node(self, node: str) -> Peer | None:
+        """A peer whose datagrams come from another address than the configured one (a
+        multi-homed host) is still recognised by the name it gave in earlier answers."""
+        for p in self.peers:
+            if p.node == node:
+                return p
+        return None
+
     def state(self, peer: Peer, now: float | None = None) -> PeerState:
         now = time.monotonic() if now is None else now
         return peer.state(now, self.suspect_after, self.dead_after)
