@@ -303,8 +303,9 @@ class ScanReport:
     torn: list[tuple[str, int]] = field(default_factory=list)
 
 
-def scan_wal(wal_dir: Path, report: ScanReport | None = None) -> Iterator[Record]:
-    """Every readable record in ``wal/``, file by file; problems go into ``report``."""
+def scan_wal_files(wal_dir: Path, report: ScanReport | None = None) -> Iterator[list[Record]]:
+    """The readable records of each journal in ``wal/``, one list per file, in file order;
+    problems go into ``report``."""
     report = report if report is not None else ScanReport()
     for path in journal_files(wal_dir):
         res = read_journal(path)
@@ -316,4 +317,10 @@ def scan_wal(wal_dir: Path, report: ScanReport | None = None) -> Iterator[Record
         if res.torn_tail:
             log.warning("%s: ignoring %d bytes of a torn last record", path.name, res.torn_tail)
             report.torn.append((path.name, res.torn_tail))
-        yield from res.records
+        yield res.records
+
+
+def scan_wal(wal_dir: Path, report: ScanReport | None = None) -> Iterator[Record]:
+    """Every readable record in ``wal/``, file by file; problems go into ``report``."""
+    for records in scan_wal_files(wal_dir, report):
+        yield from records

@@ -24,7 +24,7 @@ from .config import Config
 from .dirty import DirtySet
 from .document import TOMBSTONE, BaseDoc, Change, DocumentError, load_base, merge
 from .hlc import HybridClock
-from .journal import JournalWriter, ReplicaWriter, ScanReport, scan_wal
+from .journal import JournalWriter, ReplicaWriter, ScanReport, scan_wal_files
 from .overlay import Applied, OriginSeqs, Overlay
 from .record import Record
 
@@ -113,17 +113,17 @@ class NodeState:
         overlay.compacted = cp.fields
         own_seq = self.floor_seq
         max_hlc = cp.max_hlc
-        apply = overlay.apply
         node = self.node
         # Replay allocates a million long-lived objects; the cyclic GC would walk the growing
         # heap again and again meanwhile (a third of the replay time) and find nothing to free.
         with _gc_paused():
-            for r in scan_wal(self.data.wal, report):
-                apply(r)
-                if r.hlc > max_hlc:
-                    max_hlc = r.hlc
-                if r.node_id == node and r.seq > own_seq:
-                    own_seq = r.seq
+            for records in scan_wal_files(self.data.wal, report):
+                if not records:
+                    continue
+                overlay.apply_all(records)
+                max_hlc = max(max_hlc, max(r.hlc for r in records))
+                own_seq = max(own_seq, max((r.seq for r in records if r.node_id == node),
+                                           default=0))
         self.scan = report
         self.clock.update(max_hlc)
         self.journal = JournalWriter(self.data.wal, self.node, next_seq=own_seq + 1)

@@ -82,6 +82,13 @@ def test_any_permutation_and_duplication_gives_the_same_state_and_digest(
 ) -> None:
     first = build(records)
     assert state(first) == reference(records)
+    batch = Overlay()  # the replay path: same state, digest and counters as one by one
+    batch.apply_all([*records, *records[:3]])
+    one_by_one = build([*records, *records[:3]])
+    assert state(batch) == state(one_by_one) and batch.digest() == one_by_one.digest()
+    assert (batch.applied, batch.duplicates, batch.entries) == (
+        one_by_one.applied, one_by_one.duplicates, one_by_one.entries
+    )
     shuffled = data.draw(st.permutations(records))
     dups = data.draw(st.lists(st.sampled_from(records), max_size=20)) if records else []
     again = build([*shuffled, *dups, *reversed(records)])
