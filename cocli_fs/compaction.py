@@ -340,13 +340,14 @@ def _render_chunk(
     for target, fields in items:
         d = root / target
         index_bytes = _read(d / INDEX)
-        tags_bytes = _read(d / TAGS_FILE)
+        # tags.lst matters only when `tags` changes (one cold read saved per entity otherwise)
+        tags_bytes = _read(d / TAGS_FILE) if TAGS in fields else None
         try:
             files = render_entity(index_bytes, tags_bytes, fields)
         except (DocumentError, UnicodeDecodeError) as exc:
             broken[target] = str(exc)
             continue
-        olds = {INDEX: index_bytes, TAGS_FILE: tags_bytes}
+        olds = {INDEX: index_bytes, TAGS_FILE: tags_bytes}  # tags_bytes read if it is written
         out.append(Rendered(target, {k: (v, olds[k]) for k, v in files.items()}))
     return out, broken
 
