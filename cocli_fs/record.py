@@ -416,64 +416,68 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
     append = records.append
     crc32 = zlib.crc32
     loads = json.loads
-    new = _new_record
+    slots = _RecordSlots
+    record_class = Record
     strings: dict[str, str] = {}  # node, campaign, environment, field: few distinct values
     share = strings.setdefault
     intern = _intern
-    for i, chunk in enumerate(chunks):
-        pos = first_pos + i
-        parts = None
-        if chunk[-13:-8] == CRC_TAG and chunk[:1] not in (b"\n", b"\r"):
+    tag = CRC_TAG
+    sep = US
+    kinds = "sjd"
+    pos = first_pos - 1
+    for chunk in chunks:
+        pos += 1
+        # Ours, well formed: ``...;crc=<8 hex>``, not preceded by a newline (those, and
+        # everything below that does not hold, take the general path at the end).
+        if chunk[-13:-8] == tag and chunk[0] not in (10, 13):
             body = chunk[:-13]
             try:
-                if crc32(body) == int(chunk[-8:], 16):
-                    parts = body.decode("utf-8").split(US)
-            except (ValueError, UnicodeDecodeError):
-                parts = None
-        if parts is not None and len(parts) == 8:
-            ts, node, campaign, env, target, field, value, causality = parts
-            # ``hlc=<16 hex>;seq=<n>;t=<k>`` read by position; whatever int() accepts here,
-            # _parse_causality accepts too, with the same result.
-            kind = causality[-1:]
-            try:
-                ok = (
-                    causality[:4] == "hlc="
-                    and causality[20:25] == ";seq="
-                    and causality[-4:-1] == ";t="
-                    and kind in _KINDS
-                    and node != ""
-                    and target != ""
-                    and field != ""
-                )
-                if ok:
-                    hlc = int(causality[4:20], 16)
-                    seq = int(causality[25:-4])
-                    ok = hlc >= 0 and seq >= 1
-            except ValueError:
-                ok = False
-            if ok:
-                if kind == KIND_JSON:
+                parts = body.decode().split(sep) if crc32(body) == int(chunk[-8:], 16) else ()
+            except ValueError:  # a bad hex digit, or not UTF-8
+                parts = ()
+            if len(parts) == 8:
+                ts, node, campaign, env, target, field, value, c = parts
+                # ``hlc=<16 hex>;seq=<n>;t=<k>`` read by position; whatever int() accepts here,
+                # _parse_causality accepts too, with the same result.
+                kind = c[-1:]
+                if (
+                    c[:4] == "hlc="
+                    and c[20:25] == ";seq="
+                    and c[-4:-1] == ";t="
+                    and kind
+                    and kind in kinds
+                    and node
+                    and target
+                    and field
+                ):
                     try:
-                        loads(value)
+                        hlc = int(c[4:20], 16)
+                        seq = int(c[25:-4])
                     except ValueError:
-                        bad.append(i)
+                        hlc = -1
+                    if hlc >= 0 and seq >= 1:
+                        if kind == "j":
+                            try:
+                                loads(value)
+                            except ValueError:
+                                bad.append(pos - first_pos)
+                                continue
+                        r: Any = slots(
+                            hlc,
+                            share(node, node),
+                            seq,
+                            intern(target),
+                            share(field, field),
+                            kind,
+                            value,
+                            share(campaign, campaign),
+                            share(env, env),
+                            ts,
+                            pos,
+                        )
+                        r.__class__ = record_class  # see _RecordSlots
+                        append(r)
                         continue
-                append(
-                    new(
-                        hlc,
-                        share(node, node),
-                        seq,
-                        intern(target),
-                        share(field, field),
-                        kind,
-                        value,
-                        share(campaign, campaign),
-                        share(env, env),
-                        ts,
-                        pos,
-                    )
-                )
-                continue
         # The general path: cocli's records, loose forms, blank chunks, errors.
         raw = chunk.strip(b"\r\n") if chunk[:1] in (b"\n", b"\r") else chunk
         if not raw:
@@ -481,7 +485,7 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
         try:
             append(decode_untrusted(raw, pos))
         except RecordError:
-            bad.append(i)
+            bad.append(pos - first_pos)
     return records, bad
 
 
