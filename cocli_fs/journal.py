@@ -217,6 +217,13 @@ class JournalWriter:
         self._pending.extend(records)
         self._issued += 1
         ticket = self._issued
+        # Shielded: once queued, the records carry sequence numbers and some batch will write
+        # them. Letting a cancelled appender walk away would leave them unwritten until the next
+        # append (a gap in our sequence that peers would ask for) or written but never applied.
+        with trio.CancelScope(shield=True):
+            await self._flush(ticket)
+
+    async def _flush(self, ticket: int) -> None:
         async with self._lock:
             if ticket in self._failed:
                 raise self._failed.pop(ticket)

@@ -240,3 +240,29 @@ def test_cocli_journals_load_in_timestamp_node_position_order(tmp_path: Path, nf
     (mine,) = st.write_fields_sync("companies/acme", {"a": "ours"})
     assert st.overlay.winner("companies/acme", "a") == mine
     st.close()
+
+
+async def test_a_cancelled_appender_still_lands_its_records(tmp_path: Path) -> None:
+    """Once queued, records carry sequence numbers: a cancelled caller (an interrupted close())
+    must not leave them unwritten, or our sequence would have a gap that nothing fills."""
+    wal = tmp_path / "wal"
+    w = JournalWriter(wal, "n1")
+    r = ours(1)
+    finished = []
+
+    async def appender(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as cs:
+            task_status.started(cs)
+            await w.append([r])
+            finished.append(True)
+
+    async with trio.open_nursery() as nursery:
+        await w._lock.acquire()  # a batch is being written: the appender has to wait
+        cs = await nursery.start(appender)
+        await trio.sleep(0.01)
+        cs.cancel()
+        await trio.sleep(0.01)
+        w._lock.release()
+    w.close()
+    assert nopos(read_journal(only_file(wal)).records) == [r]
+    assert finished == [True]  # it returned normally: the caller may apply what it wrote
