@@ -11,11 +11,11 @@ The steps, each a plain function so tests can drive them one by one:
    S3) holds its origin back, until it is older than ``create_after`` (then we create it).
 3. ``resolve``   — last-write-wins per ``(target, field)``; a winner is kept only if it is newer
    than the version the checkpoint already holds (a late, older record loses).
-4. ``write_entities`` — rewrite each touched entity's files through ``document.merge`` /
+4. ``render_and_write`` — rewrite each touched entity's files through ``document.merge`` /
    ``render_index`` / ``render_tags``: temp files in the entity's folder, one ``syncfs`` for a
    batch of them, renames, and one more ``syncfs`` before the checkpoint. (A ``syncfs`` per batch
    gives the guarantee of "fsync each file and folder" at a fraction of the cost: 2 flushes per
-   2,000 entities instead of 4,000.) Files are marked dirty (for S3 push) before their rename.
+   5,000 entities instead of 10,000.) Files are marked dirty (for S3 push) before their rename.
 5. the checkpoint (``checkpoint.save``, atomic) — only after every base file is durable.
 6. ``adopt_checkpoint`` — drop overlay entries at or below the compacted versions, after the
    base files are in place, and tell the mount; ``retirable_journals`` / ``retire_*`` — delete
@@ -40,7 +40,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 CRASH_ENV = "COCLI_FS_COMPACT_CRASH_AFTER"  # tests: os._exit after the k-th file operation
 CREATE_AFTER_S = 3600.0  # a record for an entity with no base waits this long for it
-BATCH = 2000  # entities per temp-write / syncfs / rename round
+BATCH = 5000  # entities per temp-write / syncfs / rename round
 IO_THREADS = 8
 PARALLEL_MIN = 3000  # entities: below this, rendering in-process beats starting workers
 RENDER_CHUNK = 500
@@ -352,48 +352,50 @@ def _render_chunk(
     return out, broken
 
 
-def render_all(
-    root: Path,
-    winners: Mapping[str, Mapping[str, Record]],
-    progress: Progress | None = None,
-    workers: int = 0,
-) -> tuple[list[Rendered], dict[str, str]]:
-    """New contents for every touched entity, and the entities whose base does not parse.
-
-    Parsing YAML is the CPU cost of a compaction (~1 ms an entity), so big runs render in
-    worker processes (``spawn``: forking a mount's multi-threaded process is unsafe)."""
+def render_iter(
+    root: Path, winners: Mapping[str, Mapping[str, Record]], workers: int = 0
+) -> Iterator[tuple[list[Rendered], dict[str, str]]]:
+    """New contents for every touched entity, in chunks, with the entities whose base does not
+    parse. YAML parsing is the CPU cost of a compaction (~1 ms an entity), so big runs render in
+    worker processes (``spawn``: forking a mount's multi-threaded process is unsafe), ahead of
+    the caller, who writes one chunk while the next ones render."""
     items = [(t, winners[t]) for t in sorted(winners)]
     workers = workers or min(os.cpu_count() or 1, 4)
     if workers <= 1 or len(items) < PARALLEL_MIN:
-        out, broken = _render_chunk(root, items)
-        return out, broken
+        yield _render_chunk(root, items)
+        return
     chunks = [items[i : i + RENDER_CHUNK] for i in range(0, len(items), RENDER_CHUNK)]
-    out = []
-    broken = {}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        for n, (part, bad) in enumerate(pool.map(_render_chunk, [root] * len(chunks), chunks)):
-            out += part
-            broken.update(bad)
-            if progress:
-                done = min((n + 1) * RENDER_CHUNK, len(items))
-                progress(f"entities rendered {done:,}/{len(items):,}")
-    return out, broken
+        yield from pool.map(_render_chunk, [root] * len(chunks), chunks)
 
 
-def write_entities(
+def render_and_write(
     root: Path,
-    entities: list[Rendered],
+    winners: Mapping[str, Mapping[str, Record]],
     mark: Marker | None = None,
     progress: Progress | None = None,
     batch: int = BATCH,
-) -> Written:
-    """Write the rendered entities (all durable when this returns)."""
+) -> tuple[Written, dict[str, str]]:
+    """Rewrite every touched entity (all durable when this returns); returns what was written
+    and the entities left alone because their base does not parse."""
     out = Written()
+    broken: dict[str, str] = {}
+    total = len(winners)
+    pending: list[Rendered] = []
+    seen = 0
     with ThreadPoolExecutor(IO_THREADS) as io:
-        _write_batches(root, entities, mark, progress, batch, out, io)
+        for part, bad in render_iter(root, winners):
+            broken.update(bad)
+            pending += part
+            seen += len(part) + len(bad)
+            while len(pending) >= batch or (pending and seen == total):
+                _write_batch(root, pending[:batch], mark, out, io)
+                del pending[:batch]
+                if progress:
+                    progress(f"entities written {seen - len(pending):,}/{total:,}")
     syncfs(root)  # every rename durable before the checkpoint says so
-    return out
+    return out, broken
 
 
 def _write_temp(plan: tuple[Path, str, bytes | None]) -> None:
@@ -414,44 +416,38 @@ def _put_in_place(plan: tuple[Path, str, bytes | None]) -> None:
     _step()
 
 
-def _write_batches(
+def _write_batch(
     root: Path,
     entities: list[Rendered],
     mark: Marker | None,
-    progress: Progress | None,
-    batch: int,
     out: Written,
     io: ThreadPoolExecutor,
 ) -> None:
-    total = len(entities)
-    for start in range(0, total, batch):
-        plans: list[tuple[Path, str, bytes | None]] = []  # (entity dir, name, data)
-        for ent in entities[start : start + batch]:
-            d = root / ent.target
-            changed = False
-            for name, (data, old) in ent.files.items():
-                out.hashes[f"{ent.target}/{name}"] = content_hash(data) if data is not None else ""
-                if old != data:
-                    plans.append((d, name, data))
-                    changed = True
-            if changed:
-                out.entities += 1
-            else:
-                out.unchanged += 1
-        if not plans:
-            continue
-        # Temp files first (content), then the dirty marks, one flush for all, then renames:
-        # a file is never renamed into place before its content and its dirty mark are durable.
-        # File creation and rename wait on the disk and the file system's journal, not on
-        # the CPU: a few threads overlap those waits.
-        list(io.map(_write_temp, plans))
-        if mark is not None:
-            mark([(f"{d.relative_to(root).as_posix()}/{n}", x is not None) for d, n, x in plans])
-        syncfs(root)
-        list(io.map(_put_in_place, plans))
-        out.files += len(plans)
-        if progress:
-            progress(f"entities written {min(start + batch, total):,}/{total:,}")
+    plans: list[tuple[Path, str, bytes | None]] = []  # (entity dir, name, data)
+    for ent in entities:
+        d = root / ent.target
+        changed = False
+        for name, (data, old) in ent.files.items():
+            out.hashes[f"{ent.target}/{name}"] = content_hash(data) if data is not None else ""
+            if old != data:
+                plans.append((d, name, data))
+                changed = True
+        if changed:
+            out.entities += 1
+        else:
+            out.unchanged += 1
+    if not plans:
+        return
+    # Temp files first (content), then the dirty marks, one flush for all, then renames: a
+    # file is never renamed into place before its content and its dirty mark are durable.
+    # File creation and rename wait on the disk and the file system's journal, not on the
+    # CPU: a few threads overlap those waits.
+    list(io.map(_write_temp, plans))
+    if mark is not None:
+        mark([(f"{d.relative_to(root).as_posix()}/{n}", x is not None) for d, n, x in plans])
+    syncfs(root)
+    list(io.map(_put_in_place, plans))
+    out.files += len(plans)
 
 
 # --- the whole run ------------------------------------------------------------------------------
@@ -524,17 +520,17 @@ def compact(
     p = plan(scan, cp, has_base, create_after, now_ms)
     winners = resolve(p.records, cp)
     lap("plan")
-    rendered, broken = render_all(root, winners, progress)
-    lap("render")
+    written, broken = render_and_write(root, winners, mark, progress, batch)
     if broken:
         # A base that does not parse cannot take its records: hold them back like a missing
-        # base (never clobber a file a human has to repair), and compact the rest.
+        # base (never clobber a file a human has to repair), and compact the rest. Entities
+        # already written with records beyond the new cut are harmless: those records stay in
+        # the journals, so every later run folds them in again.
         p = plan(scan, cp, has_base, create_after, now_ms, broken)
         for t, why in broken.items():
             p.held[t] = f"base document does not parse: {why}"
         winners = resolve(p.records, cp)
-        rendered = render_all(root, winners)[0]  # rare path: simply render again
-    written = write_entities(root, rendered, mark, progress, batch)
+        written, _ = render_and_write(root, winners, mark, progress, batch)
     lap("write")
     new = Checkpoint(
         generation=cp.generation,

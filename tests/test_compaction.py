@@ -461,3 +461,27 @@ def test_retirement_waits_for_s3_push(tmp_path: Path, s3: bool) -> None:
     assert comp.retire_offline(tmp_path, res.checkpoint, s3=s3) == [
         journal_name(res.winners["companies/acme"]["email"].day, "a")
     ]
+
+
+def test_parallel_render_path_with_a_broken_base(tmp_path: Path, monkeypatch: Any) -> None:
+    """Big runs render in worker processes while earlier chunks are written."""
+    targets = [f"companies/p{i:02d}" for i in range(24)]
+    make_tree(tmp_path, targets)
+    (tmp_path / targets[5] / "_index.md").write_text("---\nname: [unclosed\n---\n")
+    recs = [mk("a", i + 1, i, t, "email", f"e{i}") for i, t in enumerate(targets)]
+    write_records(tmp_path, recs)
+    monkeypatch.setattr(comp, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(comp, "RENDER_CHUNK", 4)
+    res = comp.compact(tmp_path, batch=6)
+    assert res.checkpoint.watermarks == {"a": 5}  # seq 6 is the broken entity's record
+    assert "does not parse" in res.held[targets[5]]
+    for i, t in enumerate(targets[:5]):
+        assert f"email: e{i}\n" in (tmp_path / t / "_index.md").read_text()
+    assert set(res.winners) == set(targets[:5])
+    # records past the cut stay pending and reach the base once the file is repaired
+    (tmp_path / targets[5] / "_index.md").write_text(base_index("p05"))
+    res = comp.compact(tmp_path, batch=6)
+    assert res.checkpoint.watermarks == {"a": 24} and res.pending == 0
+    assert all(
+        f"email: e{i}\n" in (tmp_path / t / "_index.md").read_text() for i, t in enumerate(targets)
+    )
