@@ -170,10 +170,15 @@ class Operations(pyfuse3.Operations):
             asked = self._inval_asked
             targets, self._inval_targets = self._inval_targets, set()
             paths, self._inval_paths = self._inval_paths, set()
+            calls: list[tuple[int, str | None]] = []  # (inode, None) or (parent inode, name)
             for t in targets:
-                self._invalidate_target(t)
+                self._invalidate_target(t, calls)
             for p in paths:
-                self._invalidate_path(p)
+                self._invalidate_path(p, calls)
+            if calls:
+                # In a thread: the kernel may wait for a page lock held by a writer that
+                # waits for our reply to its WRITE, so the event loop must keep serving.
+                await trio.to_thread.run_sync(_kernel_invalidate, calls)
             self._inval_done = asked
             async with self._inval_cond:
                 self._inval_cond.notify_all()
@@ -187,40 +192,30 @@ class Operations(pyfuse3.Operations):
                 while self._inval_done < want:
                     await self._inval_cond.wait()
 
-    def _kernel_forget_inode(self, node: Node) -> None:
-        with contextlib.suppress(OSError):
-            pyfuse3.invalidate_inode(node.ino)
-
-    def _kernel_forget_entry(self, parent: Node, name: str) -> None:
-        with contextlib.suppress(OSError):
-            pyfuse3.invalidate_entry_async(
-                parent.ino, _b(name), ignore_enoent=True
-            )
-
-    def _invalidate_target(self, target: str) -> None:
+    def _invalidate_target(self, target: str, calls: list[tuple[int, str | None]]) -> None:
         ent = self.table.known(tuple(target.split("/")))
         if ent is None or not ent.children:
             return
         for name, child in list(ent.children.items()):
             if name in (doc.INDEX, doc.TAGS_FILE):
-                self._kernel_forget_inode(child)
+                calls.append((child.ino, None))
                 if not self._exists(child):
-                    self._kernel_forget_entry(ent, name)
+                    calls.append((ent.ino, name))
             elif name == "_fields":
-                self._kernel_forget_inode(child)
+                calls.append((child.ino, None))
                 for fname, f in list((child.children or {}).items()):
-                    self._kernel_forget_inode(f)
+                    calls.append((f.ino, None))
                     if not self._exists(f):
-                        self._kernel_forget_entry(child, fname)
+                        calls.append((child.ino, fname))
 
-    def _invalidate_path(self, parts: tuple[str, ...]) -> None:
+    def _invalidate_path(self, parts: tuple[str, ...], calls: list[tuple[int, str | None]]) -> None:
         node = self.table.known(parts)
         if node is not None:
-            self._kernel_forget_inode(node)
+            calls.append((node.ino, None))
         parent = self.table.known(parts[:-1]) if parts else None
         if parent is not None and parts:
-            self._kernel_forget_entry(parent, parts[-1])
-            self._kernel_forget_inode(parent)
+            calls.append((parent.ino, parts[-1]))
+            calls.append((parent.ino, None))
 
     async def _promoter(self) -> None:
         while True:
@@ -297,8 +292,6 @@ class Operations(pyfuse3.Operations):
         nlink = st.st_nlink
         if route is Route.READONLY:
             mode &= ~WRITE_BITS
-        elif route is Route.ENTITY:
-            nlink += 1  # the virtual _fields/ sub-folder
         a.st_mode = mode
         a.st_nlink = nlink
         a.st_uid = st.st_uid
@@ -456,7 +449,9 @@ class Operations(pyfuse3.Operations):
                     out.append((doc.INDEX, False))
                 if doc.TAGS_FILE not in have and v.tags is not None:
                     out.append((doc.TAGS_FILE, False))
-            out.append(("_fields", True))
+            # ``_fields/`` is not listed (like ZFS's hidden ``.zfs``): it is reached by name.
+            # Listed, ``cp -r``/``rm -r`` of an entity would write or tombstone every field
+            # and ``grep -r``/``find`` would see each value twice.
         return out
 
     async def readdir(
@@ -643,7 +638,12 @@ class Operations(pyfuse3.Operations):
         keep = True
         h: Handle
         if route in ROUTED:
-            data = self._synth(node)
+            try:
+                data = self._synth(node)
+            except FUSEError:
+                if not (writing and route is Route.FIELD):
+                    raise
+                data = b""  # a field another writer created and has not committed yet
             if writing and self._buffered(node, route):
                 if flags & os.O_TRUNC:
                     buf = bytearray()
@@ -1171,6 +1171,16 @@ class Operations(pyfuse3.Operations):
     async def mknod(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int,
                     rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         raise refuse(errno.EPERM, "mknod", "special files are not supported")
+
+
+def _kernel_invalidate(calls: list[tuple[int, str | None]]) -> None:
+    """Drop the kernel's cached attributes, data and names (run in a worker thread)."""
+    for ino, name in calls:
+        with contextlib.suppress(OSError):
+            if name is None:
+                pyfuse3.invalidate_inode(ino)
+            else:
+                pyfuse3.invalidate_entry(ino, _b(name))
 
 
 def _check_value(name: str, value: Any) -> None:

@@ -28,6 +28,7 @@ import pyfuse3
 import trio
 
 from . import config as config_mod
+from .compaction import pending_records
 from .control import ControlServer
 from .fs import Operations
 from .routing import Router
@@ -102,7 +103,7 @@ async def serve(
         for s in services:
             info.update(s.status())
         info.setdefault("peers", [])
-        info.setdefault("pending_records", state.overlay.entries)
+        info.setdefault("pending_records", pending_records(state))
         info.setdefault("dirty", len(state.dirty))
         info["mounted"] = True
         info["mountpoint"] = str(mnt)
@@ -190,13 +191,14 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise MountError(str(exc)) from None
         mnt = check_mountpoint(Path(args.mountpoint), data_root)
+        data.private.mkdir(parents=True, exist_ok=True)
         if not args.foreground:
             _w, report = _daemonize()
             _quiet_stdio(data.private / "mount.log")
         lock = take_lock(data.private)
         state = NodeState(data, cfg)
         state.load()
-    except (MountError, config_mod.ConfigError) as exc:
+    except (MountError, config_mod.ConfigError, OSError) as exc:
         if report is not None:
             report(f"error {exc}")
             os._exit(1)

@@ -11,12 +11,29 @@ from typing import Any
 
 from . import config as config_mod
 from .compaction import pending_records
+from .control import ControlError, request
 from .state import DataDir, NodeState
+
+
+def ask_mount(data: DataDir) -> dict[str, Any] | None:
+    """The running mount's own answer (live peers, dirty set), or None when none runs."""
+    try:
+        return request(data.private, "status", timeout=10)
+    except (OSError, ControlError, ValueError):
+        return None
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     cfg = config_mod.load(args.config, args.node)
-    state = NodeState(DataDir.check(args.data, cfg.mount.kinds), cfg)
+    data = DataDir.check(args.data, cfg.mount.kinds)
+    live = ask_mount(data)
+    if live is not None:  # a mount of DATA is running: it knows best (and holds the journal)
+        live.setdefault("peers", [])
+        live.setdefault("pending_records", live.get("overlay_entries", 0))
+        live.setdefault("dirty", 0)
+        live["mounted"] = True
+        return live
+    state = NodeState(data, cfg)
     state.load()
     try:
         info = state.status()

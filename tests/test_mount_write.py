@@ -91,7 +91,7 @@ def test_sed_i_is_consumed_and_leaves_no_temp_file(m: Mount, ent: Path) -> None:
     subprocess.run(["sed", "-i", "s/^city: .*/city: Lyon/", str(ent / "_index.md")], check=True)
     assert [(r.field, r.value) for r in records(m, target(ent))] == [("city", "Lyon")]
     assert "city: Lyon" in (ent / "_index.md").read_text()
-    assert sorted(os.listdir(ent)) == ["_fields", "_index.md", "tags.lst"]
+    assert sorted(os.listdir(ent)) == ["_index.md", "tags.lst"]
     store = sorted(os.listdir(m.data / "companies" / ent.name))
     assert store == ["_index.md", "tags.lst"]
     assert not any((m.data / ".cocli-fs" / "scratch").rglob("sed*"))
@@ -129,7 +129,7 @@ def test_vim_with_default_swap_and_backup(m: Mount, ent: Path) -> None:
     )
     assert [(r.field, r.value) for r in records(m, target(ent))] == [("state", "QC")]
     assert "state: QC" in (ent / "_index.md").read_text()
-    assert sorted(os.listdir(ent)) == ["_fields", "_index.md", "tags.lst"]
+    assert sorted(os.listdir(ent)) == ["_index.md", "tags.lst"]
     assert sorted(os.listdir(m.data / "companies" / ent.name)) == ["_index.md", "tags.lst"]
 
 

@@ -1,0 +1,127 @@
+"""Reading through a real mount with ordinary tools: the merged view, exact sizes, link counts,
+and kernel caches that are invalidated when the overlay changes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cocli_fs import document as doc
+from tests.mounting import Mount, sample_data
+
+pytestmark = pytest.mark.mount
+
+
+@pytest.fixture(scope="module")
+def m(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
+    tmp = tmp_path_factory.mktemp("read")
+    slugs = sample_data(tmp / "data", 6)
+    notes = tmp / "data" / "companies" / sorted(slugs)[0] / "notes"
+    notes.mkdir()
+    (notes / "call.md").write_text("# Call\nasked about pricing\n")
+    with Mount(tmp / "data", tmp / "mnt", node="a") as mount:
+        yield mount
+
+
+def run(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def test_tree_looks_like_the_store(m: Mount) -> None:
+    assert sorted(os.listdir(m.mnt)) == ["companies", "people", "wal"]
+    store = sorted(os.listdir(m.data / "companies"))
+    assert sorted(os.listdir(m.path("companies"))) == store
+    ent = m.path("companies", store[0])
+    assert sorted(os.listdir(ent)) == ["_index.md", "notes", "tags.lst"]  # _fields/: by name
+    assert os.path.isdir(ent / "_fields")
+
+
+def test_stat_sizes_modes_links_match_the_store(m: Mount) -> None:
+    slug = sorted(os.listdir(m.data / "companies"))[0]
+    for name in ("_index.md", "tags.lst", "notes/call.md"):
+        a = os.stat(m.path("companies", slug, name))
+        b = os.stat(m.data / "companies" / slug / name)
+        assert (a.st_size, a.st_mode, a.st_nlink, a.st_mtime_ns) == (
+            b.st_size, b.st_mode, b.st_nlink, b.st_mtime_ns)
+    d = os.stat(m.path("companies", slug))
+    assert stat.S_ISDIR(d.st_mode)
+    assert d.st_nlink == os.stat(m.data / "companies" / slug).st_nlink == 3  # . .. notes
+    f = os.stat(m.path("companies", slug, "_fields"))
+    assert stat.S_ISDIR(f.st_mode) and f.st_nlink == 2
+    # inode numbers are stable while the kernel knows the file
+    assert os.stat(m.path("companies", slug, "_index.md")).st_ino == os.stat(
+        m.path("companies", slug, "_index.md")).st_ino
+
+
+def test_fields_view_has_exact_sizes(m: Mount) -> None:
+    slug = sorted(os.listdir(m.data / "companies"))[1]
+    fields = m.path("companies", slug, "_fields")
+    names = os.listdir(fields)
+    assert {"name", "description", "tags", "keywords"} <= set(names)
+    for n in names:
+        data = (fields / n).read_bytes()
+        assert os.stat(fields / n).st_size == len(data)
+    assert (fields / "keywords").read_text().startswith("[")
+    assert (fields / "tags").read_text() == doc.field_text(
+        "tags", doc.parse_tags((m.data / "companies" / slug / "tags.lst").read_text()))
+
+
+def test_ls_find_grep_cat_head(m: Mount) -> None:
+    out = run("ls", "-l", str(m.path("companies")))
+    assert out.count("\nd") == len(os.listdir(m.data / "companies"))
+    found = run("find", str(m.mnt), "-name", "_index.md").split()
+    assert len(found) == len(os.listdir(m.data / "companies"))
+    hits = run("grep", "-rl", "pricing", str(m.path("companies"))).split()
+    assert [Path(h).name for h in hits] == ["call.md"]
+    slug = sorted(os.listdir(m.data / "companies"))[2]
+    idx = m.path("companies", slug, "_index.md")
+    assert run("cat", str(idx)) == (m.data / "companies" / slug / "_index.md").read_text()
+    assert run("head", "-n", "1", str(idx)) == "---\n"
+
+
+def test_overlay_change_is_visible_at_once_with_exact_size(m: Mount) -> None:
+    slug = sorted(os.listdir(m.data / "companies"))[3]
+    ent = m.path("companies", slug)
+    before = (ent / "_index.md").read_text()  # now in the kernel's page cache
+    size_before = os.stat(ent / "_index.md").st_size
+    (ent / "_fields" / "website").write_text("https://a-much-longer-website.example.org/\n")
+    after = (ent / "_index.md").read_text()
+    assert after != before
+    assert "website: https://a-much-longer-website.example.org/" in after
+    assert os.stat(ent / "_index.md").st_size == len(after.encode()) != size_before
+    assert run("cat", str(ent / "_index.md")) == after
+
+
+def test_inotify_watcher_is_woken_by_a_write(m: Mount) -> None:
+    slug = sorted(os.listdir(m.data / "companies"))[4]
+    ent = m.path("companies", slug)
+    w = subprocess.Popen(
+        ["inotifywait", "-q", "-t", "10", "-e", "close_write,modify", str(ent / "_fields")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    (ent / "_fields" / "email").write_text("watch@example.org\n")
+    out, _ = w.communicate(timeout=15)
+    assert w.returncode == 0 and "email" in out
+
+
+def test_tail_f_sees_appended_note(m: Mount) -> None:
+    slug = sorted(os.listdir(m.data / "companies"))[0]
+    log = m.path("companies", slug, "notes", "log.md")
+    log.write_text("first\n")
+    t = subprocess.Popen(["tail", "-n", "+1", "-f", str(log)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        with open(log, "a") as f:
+            f.write("second\n")
+        assert t.stdout is not None
+        assert t.stdout.readline() == "first\n"
+        assert t.stdout.readline() == "second\n"
+    finally:
+        t.kill()
+        t.wait()
