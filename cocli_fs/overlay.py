@@ -183,7 +183,7 @@ class Overlay:
                     if compacted and self._below_compacted(r):
                         continue
                     if fields is None:
-                        fields = by_target[intern(r.target)] = {}
+                        fields = by_target[r.target] = {}
                     fields[intern(r.field)] = r
                     entries += 1
                     digest ^= entry_hash(r)

@@ -420,7 +420,6 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
     record_class = Record
     strings: dict[str, str] = {}  # node, campaign, environment, field: few distinct values
     share = strings.setdefault
-    intern = _intern
     tag = CRC_TAG
     sep = US
     kinds = "sjd"
@@ -466,7 +465,7 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
                             hlc,
                             share(node, node),
                             seq,
-                            intern(target),
+                            target,
                             share(field, field),
                             kind,
                             value,
