@@ -332,16 +332,32 @@ class Rendered:
     files: dict[str, tuple[bytes | None, bytes | None]]
 
 
+_readers: ThreadPoolExecutor | None = None
+
+
+def _read_many(paths: list[Path | None]) -> list[bytes | None]:
+    """Read files concurrently: on a cold cache each read waits on the disk, and a 300,000
+    folder tree is mostly cold. One pool per process (render workers are processes)."""
+    global _readers
+    if _readers is None:
+        _readers = ThreadPoolExecutor(IO_THREADS)
+    return list(_readers.map(lambda p: None if p is None else _read(p), paths))
+
+
 def _render_chunk(
     root: Path, items: list[tuple[str, Mapping[str, Record]]]
 ) -> tuple[list[Rendered], dict[str, str]]:
     out: list[Rendered] = []
     broken: dict[str, str] = {}
+    paths: list[Path | None] = []
     for target, fields in items:
         d = root / target
-        index_bytes = _read(d / INDEX)
+        paths.append(d / INDEX)
         # tags.lst matters only when `tags` changes (one cold read saved per entity otherwise)
-        tags_bytes = _read(d / TAGS_FILE) if TAGS in fields else None
+        paths.append(d / TAGS_FILE if TAGS in fields else None)
+    data = _read_many(paths)
+    for n, (target, fields) in enumerate(items):
+        index_bytes, tags_bytes = data[2 * n], data[2 * n + 1]
         try:
             files = render_entity(index_bytes, tags_bytes, fields)
         except (DocumentError, UnicodeDecodeError) as exc:
@@ -486,11 +502,26 @@ class Result:
         }
 
 
-def has_base_in(root: Path) -> Callable[[str], bool]:
+def has_base_in(root: Path, targets: Iterable[str] = ()) -> Callable[[str], bool]:
+    """Whether an entity has its ``_index.md``; ``targets`` are looked up ahead, concurrently
+    (a stat of a cold folder waits on the disk)."""
+    todo = list(targets)
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        known = dict(
+            zip(todo, pool.map(lambda t: os.path.exists(root / t / INDEX), todo), strict=True)
+        )
+
     def has_base(target: str) -> bool:
-        return os.path.exists(root / target / INDEX)
+        ok = known.get(target)
+        return ok if ok is not None else os.path.exists(root / target / INDEX)
 
     return has_base
+
+
+def _targets(scan: WalScan) -> set[str]:
+    out = {r.target for recs in scan.by_origin.values() for r in recs.values()}
+    out.update(r.target for recs in scan.cocli.values() for r in recs)
+    return out
 
 
 def compact(
@@ -516,7 +547,7 @@ def compact(
     lap("read")
     if progress:
         progress(f"read {scan.read:,} records from {scan.files} journals")
-    has_base = has_base_in(root)
+    has_base = has_base_in(root, _targets(scan))
     p = plan(scan, cp, has_base, create_after, now_ms)
     winners = resolve(p.records, cp)
     lap("plan")
