@@ -406,10 +406,12 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
 
     Returns the records and the indexes of the chunks that failed (the caller decodes those
     again with ``decode_untrusted`` to learn why). The result is exactly what calling
-    ``decode_untrusted(chunk, first_pos + i)`` on each non-blank chunk would give; this loop
-    only handles our own well-formed records inline, with the per-record work cut to the bone
-    (one checksum, one split, one regex, shared strings), and hands everything else — cocli's
-    records, hand-edited ones, newlines between records, damage — to ``decode_untrusted``.
+    ``decode_untrusted(chunk, first_pos + i)`` on each non-blank chunk would give (up to which
+    equal strings are shared); this loop only handles our own well-formed records inline, with
+    the per-record work cut to the bone (one checksum, one decode, one split, a few slices,
+    shared strings for the few distinct node/campaign/environment/field values), and hands
+    everything else — cocli's records, hand-edited ones, newlines between records, damage — to
+    ``decode_untrusted``.
     """
     records: list[Record] = []
     bad: list[int] = []
