@@ -109,6 +109,7 @@ class Operations(pyfuse3.Operations):
         self.state = state
         self.router = router
         self.data: Path = state.data.root
+        self._data_s = str(state.data.root)  # str paths: pathlib costs µs per call, hot here
         self.table = InodeTable(router)
         self.views = Views(state)
         self.scratch = Scratch(state.data.private / "scratch", self.data, router, scratch_grace)
@@ -120,6 +121,7 @@ class Operations(pyfuse3.Operations):
         # fire inside our own handlers, where libfuse must not be called back.
         self._inval_targets: set[str] = set()
         self._inval_paths: set[tuple[str, ...]] = set()
+        self._inval_gone: set[tuple[str, str]] = set()  # (target, field) deleted: drop the name
         self._inval_asked = 0
         self._inval_done = 0
         self._inval_send, self._inval_recv = trio.open_memory_channel[None](1)
@@ -148,6 +150,9 @@ class Operations(pyfuse3.Operations):
         for t in targets:
             self.views.drop(t)
         self._inval_targets |= targets
+        for r in records:
+            if r.tombstone and r.target in targets:
+                self._inval_gone.add((r.target, r.field))
         self._wake()
 
     def _on_files(self, paths: list[str]) -> None:
@@ -170,9 +175,10 @@ class Operations(pyfuse3.Operations):
             asked = self._inval_asked
             targets, self._inval_targets = self._inval_targets, set()
             paths, self._inval_paths = self._inval_paths, set()
+            gone, self._inval_gone = self._inval_gone, set()
             calls: list[tuple[int, str | None]] = []  # (inode, None) or (parent inode, name)
             for t in targets:
-                self._invalidate_target(t, calls)
+                self._invalidate_target(t, calls, gone)
             for p in paths:
                 self._invalidate_path(p, calls)
             if calls:
@@ -192,20 +198,24 @@ class Operations(pyfuse3.Operations):
                 while self._inval_done < want:
                     await self._inval_cond.wait()
 
-    def _invalidate_target(self, target: str, calls: list[tuple[int, str | None]]) -> None:
+    def _invalidate_target(
+        self, target: str, calls: list[tuple[int, str | None]], gone: set[tuple[str, str]]
+    ) -> None:
+        """Kernel calls for a changed entity; decided from the records, without rendering
+        (a render here would parse YAML once more for every local write)."""
         ent = self.table.known(tuple(target.split("/")))
         if ent is None or not ent.children:
             return
         for name, child in list(ent.children.items()):
             if name in (doc.INDEX, doc.TAGS_FILE):
                 calls.append((child.ino, None))
-                if not self._exists(child):
-                    calls.append((ent.ino, name))
+                if not os.path.exists(f"{self._data_s}/{target}/{name}"):
+                    calls.append((ent.ino, name))  # a view-only file may have (dis)appeared
             elif name == "_fields":
                 calls.append((child.ino, None))
                 for fname, f in list((child.children or {}).items()):
                     calls.append((f.ino, None))
-                    if not self._exists(f):
+                    if (target, fname) in gone:
                         calls.append((child.ino, fname))
 
     def _invalidate_path(self, parts: tuple[str, ...], calls: list[tuple[int, str | None]]) -> None:
@@ -241,10 +251,10 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         return node
 
-    def _real(self, parts: tuple[str, ...]) -> Path:
+    def _real(self, parts: tuple[str, ...]) -> str:
         if parts in self.scratch.files:
-            return self.scratch.path(parts)
-        return self.data.joinpath(*parts) if parts else self.data
+            return str(self.scratch.path(parts))
+        return self._data_s + "/" + "/".join(parts) if parts else self._data_s
 
     def _route(self, node: Node) -> Route:
         return self.table.route(node)
@@ -307,7 +317,7 @@ class Operations(pyfuse3.Operations):
 
     def _entity_stat(self, parts: tuple[str, ...]) -> os.stat_result:
         try:
-            return os.lstat(self.data.joinpath(parts[0], parts[1]))
+            return os.lstat(f"{self._data_s}/{parts[0]}/{parts[1]}")
         except OSError:
             raise FUSEError(errno.ENOENT) from None
 
