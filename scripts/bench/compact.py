@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -111,15 +112,24 @@ def reset(root: Path, slugs: list[str], touched: int) -> None:
         sample.write_company(root, c)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its reaped children (the render workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_one(root: Path, slugs: list[str], records: list[rec.Record], touched: int) -> dict:
     reset(root, slugs, touched)
     write_journals(root / "wal", records)
     os.sync()
     ds = DirtySet(root / ".cocli-fs")
+    cpu0 = cpu_seconds()
     t0 = time.monotonic()
     res = comp.compact(root, mark=comp._marker(ds))
     retired = comp.retire_offline(root, res.checkpoint, s3=False)
     secs = time.monotonic() - t0
+    cpu = cpu_seconds() - cpu0
     ds.close()
     assert res.compacted == len(records), res.summary()
     return {
@@ -130,6 +140,7 @@ def run_one(root: Path, slugs: list[str], records: list[rec.Record], touched: in
         "retired": len(retired),
         "dirty": len(ds),
         "phases": res.phases,
+        "cpu": cpu,
     }
 
 
@@ -168,19 +179,20 @@ def main() -> int:
     print()
     print(
         f"{'run':<11} {'companies':>10} {'records':>8} {'entities':>8} {'files':>7} "
-        f"{'seconds':>8} {'records/s':>10} {'entities/s':>10}"
+        f"{'seconds':>8} {'cpu s':>6} {'records/s':>10} {'entities/s':>10}"
     )
     for name, r in results.items():
         print(
             f"{name:<11} {r['companies']:>10,} {r['records']:>8,} {r['entities']:>8,} "
-            f"{r['files']:>7,} {r['seconds']:>8.2f} {r['records'] / r['seconds']:>10,.0f} "
-            f"{r['entities'] / r['seconds']:>10,.0f}"
+            f"{r['files']:>7,} {r['seconds']:>8.2f} {r['cpu']:>6.1f} "
+            f"{r['records'] / r['seconds']:>10,.0f} {r['entities'] / r['seconds']:>10,.0f}"
         )
     ratio = results["same/big"]["seconds"] / results["same/small"]["seconds"]
     print(
         f"\nsame records, {args.companies:,} vs {args.small:,} companies: time ratio "
         f"{ratio:.2f}x (company ratio {args.companies / args.small:.0f}x)"
     )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     worst = max(results["same/big"]["seconds"], results["spread/big"]["seconds"])
     ok = worst <= BAR_SECONDS
     print(
