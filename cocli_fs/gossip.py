@@ -52,6 +52,7 @@ REQUEST_LIMIT = 5_000  # sequence numbers asked for per origin and round
 RANGES_PER_REQUEST = 90  # ranges per REQUEST datagram (keeps it under MAX_DATAGRAM)
 ORIGINS_PER_DIGEST = 40
 SERVE_PENDING = 20_000  # sequence numbers queued for one requester; more are dropped
+SERVING_MAX = 64  # requesters served at once
 SERVE_RATE = 5_000.0  # datagrams/s when serving one requester (about 7 MB/s)
 RECENT = 100_000  # recent records kept in memory to serve anti-entropy without disk reads
 FLUSH_INTERVAL = 1.0  # replicas written with sync=False are fsynced this often
@@ -353,6 +354,12 @@ class GossipService:
                 await self._handle(payload, addr)
             except WireError as exc:
                 self.counters[exc.kind] += 1
+            except OSError as exc:  # e.g. the disk is full: keep gossiping, anti-entropy retries
+                self.counters["apply_errors"] += 1
+                log.error("gossip: cannot apply a datagram from %s: %s", addr, exc)
+            except Exception:  # a bug must not take the mount's nursery down with it
+                self.counters["errors"] += 1
+                log.exception("gossip: datagram from %s", addr)
             n += 1
             if n % 64 == 0:
                 await trio.sleep(0)
@@ -499,6 +506,9 @@ class GossipService:
         pending = self.serving.get(addr)
         start = pending is None
         if pending is None:
+            if len(self.serving) >= SERVING_MAX:
+                self.counters["serve_overflow"] += 1
+                return
             pending = self.serving[addr] = {}
         room = SERVE_PENDING - sum(len(s) for s in pending.values())
         for origin, ranges in body.items():

@@ -2,7 +2,8 @@
 """Gossip benchmark: three nodes as three processes on loopback (``cocli-fs serve``, headless).
 
 * ``latency``     through the mounts: N ``_fields/<f>`` files written (open/write/close) on A's
-                  mount, one after another; a poller process per peer mount re-reads the same
+                  mount, one after another (each a new field; 50 companies, so an entity
+                  gets N/50 of them); a poller process per peer mount re-reads the same
                   path every 0.5 ms; time from A's ``close()`` to the value read on B and on C.
                   Also headless (``latency_headless``): N single-field writes on A, from each
                   write's durable return on A (fsync done) to the record being applied on B and
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import statistics
 import subprocess
 import sys
@@ -55,6 +57,7 @@ DEFAULTS = {
     "suspect_after": "3s",
     "dead_after": "10s",
 }
+COMPANIES = 50  # the latency run through the mounts rotates over these
 BAR_P99_MS = 10.0
 BAR_BATCH_S = 1.0
 BAR_CONVERGE_S = 5.0
@@ -123,9 +126,11 @@ def bench_latency(nodes: list[Node], n: int) -> dict[str, Any]:
 
 POLLER = r"""
 import os, sys, time
-mnt, slug, n, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) / 1000
+mnt, slugs, n = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
+pause = float(sys.argv[4]) / 1000
 for i in range(n):
-    path = f"{mnt}/companies/{slug}/_fields/lat_{i}"
+    slug, field = slugs[i % len(slugs)], f"lat_{i // len(slugs)}"
+    path = f"{mnt}/companies/{slug}/_fields/{field}"
     want = f"v{i}"
     while True:
         try:
@@ -140,20 +145,23 @@ for i in range(n):
 
 
 def bench_latency_mounts(root: Path, n: int, poll_ms: float) -> dict[str, Any]:
-    """Through FUSE: ``open/write/close`` of ``_fields/lat_i`` on A's mount; a poller process per
-    peer mount re-reads the same path (every ``poll_ms``) until ``cat`` would show the value.
-    Each poll is a FUSE request served by the peer's mount process, so polling faster loads
-    the very process being measured; the poll period is part of the measured latency."""
+    """Through FUSE: ``open/write/close`` of ``_fields/lat_<k>`` on A's mount (write i: company
+    i mod 50, field ``lat_<i div 50>``, so entities keep a realistic number of fields); a poller
+    process per peer mount re-reads the same path (every ``poll_ms``) until ``cat`` would show
+    the value. Each poll is a FUSE request served by the peer's mount process, so polling faster
+    loads the very process being measured; the poll period is part of the measured latency.
+    Each write is a new file: rewriting a file a peer has read can deadlock the peer mount in
+    ``invalidate_inode`` (a mount bug, see docs/benchmarks.md)."""
     from tests.mounting import Mount, sample_data
 
     nodes = cluster(root, **DEFAULTS)
     mounts: list[Mount] = []
     pollers: list[subprocess.Popen[str]] = []
     try:
-        slug = ""
+        slugs: list[str] = []
         for x in nodes:
             x.write_config()
-            slug = sample_data(x.data, 3)[0]
+            slugs = sample_data(x.data, COMPANIES)
             mounts.append(Mount(x.data, x.root / "mnt", x.name, x.config).start())
         wait_until(lambda: converged(nodes), 10)
         time.sleep(1.5)  # first pings answered: peers alive
@@ -161,18 +169,29 @@ def bench_latency_mounts(root: Path, n: int, poll_ms: float) -> dict[str, Any]:
         for m in mounts[1:]:
             pollers.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", POLLER, str(m.mnt), slug, str(n), str(poll_ms)],
+                    [
+                        sys.executable,
+                        "-c",
+                        POLLER,
+                        str(m.mnt),
+                        ",".join(slugs),
+                        str(n),
+                        str(poll_ms),
+                    ],
                     stdout=subprocess.PIPE,
                     text=True,
                 )
             )
         lat = []
         for i in range(n):
-            with open(a.path("companies", slug, "_fields", f"lat_{i}"), "w") as f:
+            slug, field = slugs[i % len(slugs)], f"lat_{i // len(slugs)}"
+            with open(a.path("companies", slug, "_fields", field), "w") as f:
                 f.write(f"v{i}\n")
             closed = time.time_ns()  # close() returned: durable on A
             for p in pollers:
                 assert p.stdout is not None
+                if not select.select([p.stdout], [], [], 10.0)[0]:
+                    raise RuntimeError(f"write {i} not visible on a peer mount after 10 s")
                 j, seen = p.stdout.readline().split()
                 assert int(j) == i
                 lat.append((int(seen) - closed) / 1e6)
