@@ -124,8 +124,12 @@ async def serve(
             async def on_signals() -> None:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
                     async for signum in sigs:
+                        # Stop taking requests but let those in flight finish (a flush that
+                        # is committing must answer its close()); then the loop returns.
                         log.info("signal %d: unmounting", signum)
-                        nursery.cancel_scope.cancel()
+                        pyfuse3.terminate()
+                        await trio.sleep(10)
+                        nursery.cancel_scope.cancel()  # a request that never ends
                         return
 
             nursery.start_soon(on_signals)

@@ -141,10 +141,13 @@ class Router:
         return parts
 
 
+_CONTROL = re.compile("[\x00-\x1f]")
+
+
 def check_name(name: str) -> None:
     if name in (".", "..") or "/" in name or "\x00" in name:
         raise PathError(f"invalid name {name!r}")
-    if any(ord(c) < 32 for c in name):
+    if _CONTROL.search(name):
         raise PathError(f"control character in name {name!r}")
 
 
