@@ -86,9 +86,7 @@ Progress = Callable[[str], None]
 
 _ops = 0
 _crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
-
-
-_ops_lock = threading.Lock()
+_ops_lock = threading.Lock()  # temp writes and renames run in threads
 
 
 def _step() -> None:
@@ -284,15 +282,6 @@ def resolve(records: Iterable[Record], cp: Checkpoint) -> dict[str, dict[str, Re
 
 
 # --- 4. rendering and writing entities ----------------------------------------------------------
-
-
-@dataclass
-class EntityFiles:
-    """New contents of one entity's files: bytes to write, or None to delete."""
-
-    target: str
-    files: dict[str, bytes | None]  # name in the entity folder -> contents
-    changed: dict[str, bool]
 
 
 def render_entity(
