@@ -422,6 +422,8 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
     record_class = Record
     strings: dict[str, str] = {}  # node, campaign, environment, field: few distinct values
     share = strings.setdefault
+    # the previous record's node, campaign, environment and field (shared objects)
+    l_node = l_campaign = l_env = l_field = ""
     tag = CRC_TAG
     sep = US
     kinds = "sjd"
@@ -463,16 +465,26 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
                             except ValueError:
                                 bad.append(pos - first_pos)
                                 continue
+                        # Share the few distinct strings: usually the previous record's
+                        # (one string compare), else the table's.
+                        if node != l_node:
+                            l_node = share(node, node)
+                        if campaign != l_campaign:
+                            l_campaign = share(campaign, campaign)
+                        if env != l_env:
+                            l_env = share(env, env)
+                        if field != l_field:
+                            l_field = share(field, field)
                         r: Any = slots(
                             hlc,
-                            share(node, node),
+                            l_node,
                             seq,
                             target,
-                            share(field, field),
+                            l_field,
                             kind,
                             value,
-                            share(campaign, campaign),
-                            share(env, env),
+                            l_campaign,
+                            l_env,
                             ts,
                             pos,
                         )
