@@ -476,8 +476,12 @@ class Operations(pyfuse3.Operations):
         # Below the root, a kind folder or a plain store folder, every entry is a plain file
         # or folder whose attributes are its lstat: skip the route (a regex) for each of the
         # 300,000 entries of companies/; it is computed when the entry is used.
-        plain = self._route(parent) in (Route.KIND, Route.STORE, Route.READONLY)
-        ro = parent.route is Route.READONLY
+        proute = self._route(parent)
+        plain = proute in (Route.KIND, Route.STORE, Route.READONLY) or (
+            # an entity without overlay entries shows its files as they are in the store
+            proute is Route.ENTITY and not self.views.has_overlay(target_of(parent.parts))
+        )
+        ro = proute is Route.READONLY
         for i in range(start_id, len(names)):
             name, virtual = names[i]
             child = table.child(parent, name, virtual)
