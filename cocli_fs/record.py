@@ -419,6 +419,7 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
     crc32 = zlib.crc32
     loads = json.loads
     slots = _RecordSlots
+    new_object = object.__new__
     record_class = Record
     strings: dict[str, str] = {}  # node, campaign, environment, field: few distinct values
     share = strings.setdefault
@@ -475,19 +476,18 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
                             l_env = share(env, env)
                         if field != l_field:
                             l_field = share(field, field)
-                        r: Any = slots(
-                            hlc,
-                            l_node,
-                            seq,
-                            target,
-                            l_field,
-                            kind,
-                            value,
-                            l_campaign,
-                            l_env,
-                            ts,
-                            pos,
-                        )
+                        r: Any = new_object(slots)  # filled in place: no __init__ frame
+                        r.hlc = hlc
+                        r.node_id = l_node
+                        r.seq = seq
+                        r.target = target
+                        r.field = l_field
+                        r.kind = kind
+                        r.value = value
+                        r.campaign_name = l_campaign
+                        r.environment = l_env
+                        r.timestamp = ts
+                        r.pos = pos
                         r.__class__ = record_class  # see _RecordSlots
                         append(r)
                         continue
