@@ -21,7 +21,7 @@ pytestmark = pytest.mark.mount
 @pytest.fixture(scope="module")
 def m(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
     tmp = tmp_path_factory.mktemp("write")
-    sample_data(tmp / "data", 12)
+    sample_data(tmp / "data", 20)
     with Mount(tmp / "data", tmp / "mnt", node="a") as mount:
         yield mount
 
@@ -229,3 +229,34 @@ def test_pending_top_level_file_reaches_the_store_after_close(m: Mount, ent: Pat
         time.sleep(0.1)
     assert store.read_text() == "kept\n"
     assert (ent / "website.txt").read_text() == "kept\n"
+
+
+def test_temp_file_renamed_to_a_normal_name_goes_to_the_store(m: Mount, ent: Path) -> None:
+    (ent / "draft.tmp").write_text("kept as a note\n")
+    os.rename(ent / "draft.tmp", ent / "summary.md")
+    store = m.data / "companies" / ent.name
+    assert (store / "summary.md").read_text() == "kept as a note\n"
+    assert not (store / "draft.tmp").exists()
+    assert (ent / "summary.md").read_text() == "kept as a note\n"
+    assert records(m, target(ent)) == []
+
+
+def test_replace_over_tags_and_field_and_append_to_index(m: Mount, ent: Path) -> None:
+    (ent / "t.new").write_text("alpha\nbeta\n")
+    os.replace(ent / "t.new", ent / "tags.lst")
+    (ent / "f.new").write_text("Closed\n")
+    os.replace(ent / "f.new", ent / "_fields" / "status")
+    with open(ent / "_index.md", "a") as f:
+        f.write("\nMore about them.\n")
+    got = [(r.field, r.value) for r in records(m, target(ent))]
+    assert got[0] == ("tags", '["alpha","beta"]')
+    assert got[1] == ("status", "Closed")
+    assert got[2][0] == "description" and got[2][1].endswith("More about them.")
+    assert (ent / "tags.lst").read_text() == "alpha\nbeta\n"
+    assert sorted(os.listdir(m.data / "companies" / ent.name)) == ["_index.md", "tags.lst"]
+
+
+def test_truncate_of_a_field_without_opening_it(m: Mount, ent: Path) -> None:
+    os.truncate(ent / "_fields" / "hours", 0)
+    assert (ent / "_fields" / "hours").read_text() == "\n"
+    assert [(r.field, r.value) for r in records(m, target(ent))] == [("hours", "")]
