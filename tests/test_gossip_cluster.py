@@ -66,6 +66,16 @@ def test_write_on_one_node_reaches_the_others(nodes: list[Node]) -> None:
     assert replicas and b"info@acme.test" in replicas[0].read_bytes()
 
 
+def test_large_record_is_chunked_and_reassembled(nodes: list[Node]) -> None:
+    a, b, c = nodes
+    # ~50 KB (a control request holds at most 64 KB): about 40 datagrams of chunks.
+    text = "".join(f"line {i}: lorem ipsum dolor sit amet\n" for i in range(1500))
+    a.write("companies/big", description=text)
+    wait_until(lambda: all(_read(n, "companies/big").get("description") for n in (b, c)), 10)
+    assert _read(b, "companies/big")["description"] == text
+    assert _read(c, "companies/big")["description"] == text
+
+
 def test_lossy_relay_still_converges(tmp_path: Path) -> None:
     names = ("a", "b", "c")
     fronts = dict(zip(names, free_udp_ports(3), strict=True))
