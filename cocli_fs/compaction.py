@@ -574,6 +574,7 @@ def compact(
         new.written = written.hashes
         if mark is not None:
             mark([(f"wal/{ckpt.CHECKPOINT_NAME}", True)])
+            syncfs(root)  # the mark is durable before the checkpoint it announces
         ckpt.save(wal, new)
         _step()
     lap("checkpoint")
