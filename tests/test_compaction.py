@@ -485,3 +485,22 @@ def test_parallel_render_path_with_a_broken_base(tmp_path: Path, monkeypatch: An
     assert all(
         f"email: e{i}\n" in (tmp_path / t / "_index.md").read_text() for i, t in enumerate(targets)
     )
+
+
+async def test_service_compacts_periodically(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    state = NodeState(DataDir(tmp_path), Config(node="hub", hub=HubConfig(True, 0.05)))
+    state.load()
+    svc = comp.CompactionService(state, None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(svc.run)
+        await state.write_fields("companies/acme", {"email": "tick@acme.com"})
+        with trio.fail_after(20):
+            while "email: tick@acme.com" not in (tmp_path / "companies/acme/_index.md").read_text():
+                await trio.sleep(0.05)
+            while not svc.runs:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert svc.status()["pending_records"] == 0 and state.overlay.entries == 0
+    assert state.merged("companies/acme")[1]["email"] == "tick@acme.com"
+    state.close()
