@@ -2,14 +2,16 @@
 """Compaction benchmark: N journal records folded into the base files of a tree of M companies,
 for two tree sizes side by side (default 50,000 records over 300,000 and over 3,000 companies).
 
-Three runs, timed from reading wal/ to the retired journals (checkpoint durable):
+Four runs, timed from reading wal/ to the retired journals (checkpoint durable):
 
 * ``same/small``  N records over the small tree, touching T entities (default 3,000);
 * ``same/big``    the very same records over the big tree: the only difference is how many
                   untouched company folders sit beside them. If compaction walked the tree this
                   would be ~100x slower; it must be within noise of ``same/small``;
-* ``spread/big``  N records spread over N/2 entities of the big tree (more files to rewrite:
-                  the realistic day of enrichment), for entities/s.
+* ``spread/big``  N records spread over N/5 entities of the big tree (an enrichment sets a
+                  handful of fields of an entity at once: the realistic day), for entities/s;
+* ``wide/big``    N records over N/2 entities of the big tree (two fields each: the stress
+                  case, the most files to rewrite).
 
 Bar (DESIGN §9): <= 30 s for N = 50,000 over 300,000 companies. Trees are generated with plain
 writes (cocli_fs.sample), kept in --dir and reused; before each run the touched entities are
@@ -157,17 +159,20 @@ def main() -> int:
     )
     args = ap.parse_args()
     touched = args.touched or min(args.records // 2, args.small)
-    spread = min(args.records // 2, args.companies)
+    spread = min(args.records // 5, args.companies)
+    wide = min(args.records // 2, args.companies)
     args.dir.mkdir(parents=True, exist_ok=True)
     print(
         f"compaction of {args.records:,} records; trees of {args.small:,} and "
-        f"{args.companies:,} companies"
+        f"{args.companies:,} companies; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs"
     )
     trees = {m: build_tree(args.dir / f"tree-{m}", m) for m in (args.small, args.companies)}
     runs = [
         ("same/small", args.small, touched),
         ("same/big", args.companies, touched),
         ("spread/big", args.companies, spread),
+        ("wide/big", args.companies, wide),
     ]
     results = {}
     for name, m, t in runs:
@@ -193,12 +198,16 @@ def main() -> int:
         f"{ratio:.2f}x (company ratio {args.companies / args.small:.0f}x)"
     )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    worst = max(results["same/big"]["seconds"], results["spread/big"]["seconds"])
-    ok = worst <= BAR_SECONDS
-    print(
-        f"bar: <= {BAR_SECONDS:.0f} s over {args.companies:,} companies: "
-        f"{'PASS' if ok else 'FAIL'} (slowest {worst:.2f} s)"
-    )
+    ok = True
+    for name, r in results.items():
+        if r["companies"] == args.companies:
+            passed = r["seconds"] <= BAR_SECONDS
+            ok = ok and passed
+            print(
+                f"bar: <= {BAR_SECONDS:.0f} s for {args.records:,} records over "
+                f"{args.companies:,} companies, {name}: {'PASS' if passed else 'FAIL'} "
+                f"({r['seconds']:.2f} s)"
+            )
     return 0 if ok else 1
 
 
