@@ -260,3 +260,25 @@ def test_truncate_of_a_field_without_opening_it(m: Mount, ent: Path) -> None:
     os.truncate(ent / "_fields" / "hours", 0)
     assert (ent / "_fields" / "hours").read_text() == "\n"
     assert [(r.field, r.value) for r in records(m, target(ent))] == [("hours", "")]
+
+
+def test_nano_saves_an_edit(m: Mount, ent: Path) -> None:
+    """nano driven through a pseudo-terminal (``script``): end of line 2 (``name:``), type,
+    save (^O, Enter), quit (^X)."""
+    old = (ent / "_fields" / "name").read_text().strip()
+    keys = [b"\x05", b" Jr", b"\x0f", b"\r", b"\x18"]
+    p = subprocess.Popen(
+        ["script", "-qec", f"TERM=xterm nano +2 {ent / '_index.md'}", "/dev/null"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert p.stdin is not None
+    import time
+
+    time.sleep(1.0)
+    for k in keys:
+        p.stdin.write(k)
+        p.stdin.flush()
+        time.sleep(0.4)
+    p.stdin.close()
+    assert p.wait(20) == 0
+    assert [(r.field, r.value) for r in records(m, target(ent))] == [("name", f"{old} Jr")]
+    assert (ent / "_fields" / "name").read_text() == f"{old} Jr\n"
