@@ -258,9 +258,13 @@ def render_index(base: BaseDoc, merged: Mapping[str, Any]) -> str:
         else:
             parts.append(yaml_dump({k: v}))
     desc = merged.get(DESCRIPTION)
+    # No description: a base body of blank lines only is that same empty description, so its
+    # bytes stay; a real body is gone (its description was deleted).
+    blank = base.body if not base.body.strip("\n") else ""
+    body = _body(base, desc) if desc is not None else blank
     if base.front_text is None and not front_keys:
-        return "" if desc is None else _body(base, desc)
-    return "---\n" + "".join(parts) + "---\n" + ("" if desc is None else _body(base, desc))
+        return body
+    return "---\n" + "".join(parts) + "---\n" + body
 
 
 def _body(base: BaseDoc, desc: Any) -> str:
@@ -285,7 +289,7 @@ def field_text(name: str, value: Any) -> str:
     always one newline more (which ``parse_field_text`` takes off again, so a value that itself
     ends in a newline survives a round trip)."""
     if isinstance(value, str):
-        return value if value.endswith("\n") else value + "\n"
+        return value + "\n"
     return json.dumps(value, ensure_ascii=False) + "\n"
 
 
