@@ -32,7 +32,7 @@ import trio
 
 from . import record as rec
 from . import wire
-from .config import parse_address
+from .config import ConfigError, parse_address
 from .journal import journal_files, parse_journal_name
 from .membership import Address, Membership, Peer, PeerState
 from .overlay import OriginSeqs
@@ -219,7 +219,11 @@ class GossipService:
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
-        await sock.bind(self.listen)
+        try:
+            await sock.bind(self.listen)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"[gossip] listen = {self.cfg.listen!r}: {exc.strerror}") from None
         self.sock = sock
         self.bound = sock.getsockname()
         if self.insecure:

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from . import config as config_mod
+from .config import ConfigError
 from .control import ControlServer, Progress
 from .document import TOMBSTONE, Change
 from .record import Record
@@ -161,6 +162,21 @@ def main(args: argparse.Namespace) -> int:
     try:
         node = Headless(state)  # raises ConfigError (e.g. no gossip key): reported by cli.main
         trio.run(_serve, node)
+    except BaseExceptionGroup as group:
+        # A service that cannot start (port in use, unreadable key) fails inside the nursery:
+        # report it in one line, as cli.main does for config errors, not as a traceback.
+        leaves = _leaves(group)
+        if not all(isinstance(e, (ConfigError, OSError)) for e in leaves):
+            raise
+        for e in leaves:
+            print(f"cocli-fs serve: {e}", file=sys.stderr)
+        return 2 if any(isinstance(e, ConfigError) for e in leaves) else 1
     finally:
         state.close()
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]

@@ -231,3 +231,21 @@ def test_serve_refuses_gossip_without_key(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "insecure = true" in out.stderr and "key_file" in out.stderr
+
+
+def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    try:
+        n = Node("a", tmp_path / "a", busy.getsockname()[1], ["127.0.0.1:9"])
+        n.write_config()
+        out = subprocess.run(
+            [sys.executable, "-m", "cocli_fs.cli", "serve", str(n.data), "--config", str(n.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        busy.close()
+    assert out.returncode == 2
+    assert "Address already in use" in out.stderr and "Traceback" not in out.stderr
