@@ -45,16 +45,16 @@ def _read(node: Node, target: str) -> dict[str, object]:
 def test_write_on_one_node_reaches_the_others(nodes: list[Node]) -> None:
     a, b, c = nodes
     a.write("companies/acme", email="info@acme.test", employees=12)
-    wait_until(lambda: all(_read(n, "companies/acme").get("email") for n in (b, c)), 5)
+    wait_until(lambda: all(_read(n, "companies/acme").get("email") for n in (b, c)), 15)
     for n in (b, c):
         assert _read(n, "companies/acme") == {"email": "info@acme.test", "employees": 12}
-    wait_until(lambda: converged(nodes), 5)
+    wait_until(lambda: converged(nodes), 15)
 
     def measured() -> bool:
         st = b.status()
         return st is not None and all(p["skew_ms"] is not None for p in st["peers"])
 
-    wait_until(measured, 5)  # the first ping round trip may still be under way
+    wait_until(measured, 15)  # the first ping round trip may still be under way
     st = b.status()
     assert st is not None
     assert st["origins"] == {"a": 2}  # one record per field
@@ -119,7 +119,7 @@ def test_lossy_relay_still_converges(tmp_path: Path) -> None:
 def test_killed_node_catches_up_after_restart(nodes: list[Node]) -> None:
     a, b, c = nodes
     a.write("companies/before", f="1")
-    wait_until(lambda: converged(nodes), 5)
+    wait_until(lambda: converged(nodes), 15)
     c.kill()  # SIGKILL
     a.request("write_batch", {"n": 3000, "target": "companies/x{i}", "field": "f", "value": "{i}"})
     b.write("companies/y", g="from b")
@@ -139,7 +139,7 @@ def test_killed_node_catches_up_after_restart(nodes: list[Node]) -> None:
 def test_hostile_datagrams_change_nothing_and_are_counted(nodes: list[Node]) -> None:
     a, b, _ = nodes
     a.write("companies/acme", f="1")
-    wait_until(lambda: converged(nodes), 5)
+    wait_until(lambda: converged(nodes), 15)
     before = a.status()
     assert before is not None
     evil = rec.encode(
@@ -199,7 +199,7 @@ def test_hostile_datagrams_change_nothing_and_are_counted(nodes: list[Node]) -> 
     assert proc.memory_info().rss - rss0 < 30 << 20  # flat, give or take allocator noise
     # Still gossiping normally.
     b.write("companies/after", f="2")
-    wait_until(lambda: converged(nodes), 5)
+    wait_until(lambda: converged(nodes), 15)
 
 
 def test_concurrent_writes_to_one_field_same_winner_everywhere(nodes: list[Node]) -> None:
