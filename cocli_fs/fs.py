@@ -397,7 +397,8 @@ class Operations(pyfuse3.Operations):
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
-        for h in self.handles.values():  # an open buffer shows its own size while it is written
+        for h in self.handles.values() if node.opens else ():
+            # an open buffer shows its own size while it is written
             if isinstance(h, BufferHandle) and h.node is node and (h.dirty or h.emptied):
                 a = self._attr_or_blank(node)
                 a.st_size = len(h.buf)
