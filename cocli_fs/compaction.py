@@ -40,7 +40,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +66,7 @@ from .document import (
 )
 from .journal import journal_files, parse_journal, parse_journal_name
 from .record import HLC_LOGICAL_BITS, KIND_TOMBSTONE, RS_B, Record, decode_value
+from .routing import SLUG_RE
 from .state import DataDir, NodeState
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ IO_THREADS = 8
 PARALLEL_MIN = 3000  # entities: below this, rendering in-process beats starting workers
 RENDER_CHUNK = 500
 LOCK_NAME = "compact.lock"
+DEFAULT_KINDS = ("companies", "people")
 TMP_SUFFIX = ".compact-tmp"
 
 Progress = Callable[[str], None]
@@ -208,9 +210,11 @@ def plan(
     create_after: float = CREATE_AFTER_S,
     now_ms: int | None = None,
     blocked: Mapping[str, str] | None = None,
+    ignore: Container[str] = frozenset(),
 ) -> Plan:
     """Contiguous prefixes above the watermarks, cut before records that must wait for their
-    entity's base document (or whose entity is ``blocked``: its base does not parse)."""
+    entity's base document (or whose entity is ``blocked``: its base does not parse).
+    Records for ``ignore``d targets (invalid ones) never wait."""
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     wait_ms = int(create_after * 1000)
     base_cache: dict[str, bool] = {}
@@ -219,6 +223,8 @@ def plan(
     def must_wait(r: Record) -> bool:
         if r.target in blocked:
             return True
+        if r.target in ignore:
+            return False  # taken, never written (compact() reports it)
         ok = base_cache.get(r.target)
         if ok is None:
             ok = base_cache[r.target] = has_base(r.target)
@@ -253,6 +259,13 @@ def plan(
             p.records.append(r)
         p.positions[name] = max(upto, cp.positions.get(name, 0))
     return p
+
+
+def valid_target(target: str, kinds: Iterable[str] = DEFAULT_KINDS) -> bool:
+    """``<kind>/<slug>`` and nothing else: a target comes from journals written elsewhere
+    (untrusted), and compaction writes files under it."""
+    kind, sep, slug = target.partition("/")
+    return bool(sep) and kind in kinds and SLUG_RE.fullmatch(slug) is not None
 
 
 # --- 3. last-write-wins against the checkpoint --------------------------------------------------
@@ -507,6 +520,18 @@ def has_base_in(root: Path, targets: Iterable[str] = ()) -> Callable[[str], bool
     return has_base
 
 
+def _drop_invalid(records: list[Record], bad: set[str], skipped: list[Skipped]) -> list[Record]:
+    """Records naming a target outside ``<kind>/<slug>`` are compacted into nothing (they
+    must not hold their origin back forever) and reported."""
+    if not bad:
+        return records
+    for r in records:
+        if r.target in bad:
+            where = f"{r.node_id} seq {r.seq}" if r.seq else f"{r.node_id} position {r.pos}"
+            skipped.append(Skipped(where, 0, f"invalid target {r.target!r}: not written"))
+    return [r for r in records if r.target not in bad]
+
+
 def _targets(scan: WalScan) -> set[str]:
     out = {r.target for recs in scan.by_origin.values() for r in recs.values()}
     out.update(r.target for recs in scan.cocli.values() for r in recs)
@@ -521,6 +546,7 @@ def compact(
     create_after: float = CREATE_AFTER_S,
     now_ms: int | None = None,
     batch: int = BATCH,
+    kinds: Iterable[str] = DEFAULT_KINDS,
 ) -> Result:
     """One compaction of the data folder ``root`` (blocking; the caller holds the lock).
     Leaves base files and checkpoint durable; does not touch the overlay or retire journals."""
@@ -536,8 +562,10 @@ def compact(
     lap("read")
     if progress:
         progress(f"read {scan.read:,} records from {scan.files} journals")
-    has_base = has_base_in(root, _targets(scan))
-    p = plan(scan, cp, has_base, create_after, now_ms)
+    bad = {t for t in _targets(scan) if not valid_target(t, kinds)}
+    has_base = has_base_in(root, _targets(scan) - bad)
+    p = plan(scan, cp, has_base, create_after, now_ms, ignore=bad)
+    p.records = _drop_invalid(p.records, bad, scan.skipped)
     winners = resolve(p.records, cp)
     lap("plan")
     written, broken = render_and_write(root, winners, mark, progress, batch)
@@ -546,9 +574,10 @@ def compact(
         # base (never clobber a file a human has to repair), and compact the rest. Entities
         # already written with records beyond the new cut are harmless: those records stay in
         # the journals, so every later run folds them in again.
-        p = plan(scan, cp, has_base, create_after, now_ms, broken)
+        p = plan(scan, cp, has_base, create_after, now_ms, broken, bad)
         for t, why in broken.items():
             p.held[t] = f"base document does not parse: {why}"
+        p.records = _drop_invalid(p.records, bad, [])
         winners = resolve(p.records, cp)
         written, _ = render_and_write(root, winners, mark, progress, batch)
     lap("write")
@@ -627,8 +656,16 @@ def adopt_checkpoint(state: NodeState, cp: Checkpoint, verify: bool = True) -> A
     res = Adopted()
     root = state.data.root
     stale: set[str] = set()
+    kinds = state.config.mount.kinds
+    # The checkpoint may come from S3: only entity files under <kind>/<slug> are looked at.
+    written = {
+        rel: h
+        for rel, h in cp.written.items()
+        if rel.rpartition("/")[2] in (INDEX, TAGS_FILE)
+        and valid_target(rel.rpartition("/")[0], kinds)
+    }
     if verify:
-        for rel, h in cp.written.items():
+        for rel, h in written.items():
             data = _read(root / rel)
             if (data is None and h) or (data is not None and content_hash(data) != h):
                 stale.add(rel.rsplit("/", 1)[0])
@@ -659,7 +696,7 @@ def adopt_checkpoint(state: NodeState, cp: Checkpoint, verify: bool = True) -> A
                 res.targets.add(target)
     state.checkpoint = cp
     res.stale = sorted(stale)
-    paths = [rel for rel in cp.written if rel.rsplit("/", 1)[0] not in stale]
+    paths = [rel for rel in written if rel.rsplit("/", 1)[0] not in stale]
     if paths:
         state.notify_files(paths)
     if res.targets:
@@ -808,7 +845,11 @@ def _locked(private: Path) -> Any:
 
 
 def compact_offline(
-    root: Path, s3: bool, progress: Progress | None = None, create_after: float = CREATE_AFTER_S
+    root: Path,
+    s3: bool,
+    progress: Progress | None = None,
+    create_after: float = CREATE_AFTER_S,
+    kinds: Iterable[str] = DEFAULT_KINDS,
 ) -> dict[str, Any]:
     """``cocli-fs compact DATA`` with no mount running: compact, then retire."""
     from .dirty import DirtySet
@@ -816,7 +857,9 @@ def compact_offline(
     with _locked(root / ".cocli-fs"):
         ds = DirtySet(root / ".cocli-fs")
         try:
-            res = compact(root, mark=_marker(ds), progress=progress, create_after=create_after)
+            res = compact(
+                root, mark=_marker(ds), progress=progress, create_after=create_after, kinds=kinds
+            )
         finally:
             ds.close()
         retired = retire_offline(root, res.checkpoint, s3)
@@ -882,7 +925,9 @@ class CompactionService:
 
         def work() -> Result:
             with _locked(state.data.private):
-                return compact(state.data.root, mark=mark, progress=report)
+                return compact(
+                    state.data.root, mark=mark, progress=report, kinds=state.config.mount.kinds
+                )
 
         async with self._lock:
             res = await trio.to_thread.run_sync(work)
@@ -954,7 +999,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         summary = control.request(data.private, "compact", {}, on_progress=progress)
         if summary is None:
-            summary = compact_offline(data.root, cfg.s3 is not None, progress)
+            summary = compact_offline(
+                data.root, cfg.s3 is not None, progress, kinds=cfg.mount.kinds
+            )
     except control.ControlError as exc:
         print(
             f"\ncocli-fs compact: the running mount of {data.root} refused: {exc}", file=sys.stderr

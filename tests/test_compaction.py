@@ -504,3 +504,23 @@ async def test_service_compacts_periodically(tmp_path: Path) -> None:
     assert svc.status()["pending_records"] == 0 and state.overlay.entries == 0
     assert state.merged("companies/acme")[1]["email"] == "tick@acme.com"
     state.close()
+
+
+def test_records_for_invalid_targets_are_reported_and_never_written(tmp_path: Path) -> None:
+    """Targets come from other nodes' journals: nothing may be written outside <kind>/<slug>."""
+    make_tree(tmp_path / "data")
+    root = tmp_path / "data"
+    recs = [
+        mk("a", 1, 1, "companies/../../escape", "email", "x"),
+        mk("a", 2, 2, "secrets/acme", "email", "x"),
+        mk("a", 3, 3, "companies/acme", "email", "ok@acme.com"),
+    ]
+    write_records(root, recs)
+    res = comp.compact(root)
+    assert res.checkpoint.watermarks == {"a": 3}  # they do not hold the origin back
+    assert sorted(s.reason for s in res.skipped) == [
+        "invalid target 'companies/../../escape': not written",
+        "invalid target 'secrets/acme': not written",
+    ]
+    assert not (tmp_path / "escape").exists() and not (root / "secrets").exists()
+    assert "email: ok@acme.com\n" in (root / "companies/acme/_index.md").read_text()
