@@ -67,6 +67,9 @@ TMP_DIR = "tmp"  # under .cocli-fs: downloads land here first, then rename into 
 MANIFEST_PREFIX = "manifests/"
 WAL_PREFIX = "wal/"
 CHECKPOINT_KEY = "wal/checkpoint.json"
+PACK_PREFIX = "packs/"  # never listed: only manifest lines name pack objects
+PACK_MAX_FILE = 256 * 1024  # files up to this size also travel inside the push's pack
+PACK_MAX = 16 * 1024 * 1024
 WORKERS = 16  # parallel transfers (boto3 clients are thread-safe)
 TRANSFER_TRIES = 4  # our own retries of a transfer after botocore's have given up
 
@@ -101,11 +104,39 @@ def check_data_path(path: str) -> str:
         not path
         or path.startswith("/")
         or any(p in ("", ".", "..") for p in parts)
-        or parts[0] in (PRIVATE_DIR, "wal", "manifests")
+        or parts[0] in (PRIVATE_DIR, "wal", "manifests", "packs")
         or "\x00" in path
     ):
         raise ValueError(f"refusing path {path!r}")
     return path
+
+
+PackRef = tuple[str, int, int]  # pack object key, offset, length
+
+
+def parse_manifest_line(line: str) -> tuple[str, bool, PackRef | None]:
+    """``+<TAB>path[<TAB>pack<TAB>offset<TAB>length]`` or ``-<TAB>path`` (untrusted: written
+    by another node). Raises ValueError."""
+    parts = line.split("\t")
+    if parts[0] not in ("+", "-") or len(parts) not in (2, 5):
+        raise ValueError(line)
+    path = check_data_path(parts[1])
+    ref = None
+    if len(parts) == 5:
+        pack, off, n = parts[2], int(parts[3]), int(parts[4])
+        if not pack.startswith(PACK_PREFIX) or ".." in pack.split("/") or off < 0 or n < 0:
+            raise ValueError(line)
+        ref = (pack, off, n)
+    return path, parts[0] == "+", ref
+
+
+def _slice(packs: dict[str, bytes], ref: PackRef | None) -> bytes | None:
+    if ref is None or ref[0] not in packs:
+        return None
+    blob = packs[ref[0]]
+    if ref[1] + ref[2] > len(blob):
+        return None  # a damaged pack: fetch the file itself
+    return blob[ref[1] : ref[1] + ref[2]]
 
 
 # --- persisted positions ------------------------------------------------------------------------
@@ -321,9 +352,9 @@ class Syncer:
         if files:
             self.progress(f"pushing {len(files)} changed files")
             bar = ProgressBar("push", len(files), self.bar)
-            lines = self._transfer(self._push_one, files, bar)
-            # The manifest names files only once they are in the bucket.
-            self._append_manifest(lines)
+            pushed = self._transfer(self._push_one, files, bar)
+            # The manifest names files only once they (and their pack) are in the bucket.
+            self._append_manifest(self._pack(pushed))
         self._push_own_objects()
         if checkpoint:  # last: other nodes adopt it only after the base files it implies
             self._push_one(checkpoint[0])
@@ -340,7 +371,8 @@ class Syncer:
             return False
         return True
 
-    def _push_one(self, e: DirtyEntry) -> str:
+    def _push_one(self, e: DirtyEntry) -> tuple[str, bytes | None]:
+        """Upload one file (or delete its object). Returns (path, content or None)."""
         full = self.root / e.path
         if e.exists:
             try:
@@ -350,10 +382,37 @@ class Syncer:
             if data is not None:
                 self._retry(f"PUT {e.path}", lambda: self.store.put(e.path, data))
                 self._add("uploaded")
-                return f"+\t{e.path}\n"
+                return e.path, data
         self._retry(f"DELETE {e.path}", lambda: self.store.delete(e.path))
         self._add("deleted_remote")
-        return f"-\t{e.path}\n"
+        return e.path, None
+
+    def _pack(self, pushed: list[tuple[str, bytes | None]]) -> list[str]:
+        """Manifest lines for a push. Small files also go, concatenated, into one pack object
+        per push (``packs/<node>/<day>/<ns>.pack``), named with offset and length by their
+        line: a puller then makes one GET per push instead of one per file. The per-file
+        objects stay the truth for ordinary S3 tools (and the fallback if a pack is gone)."""
+        name = f"{PACK_PREFIX}{self.node}/{today()}/{time.time_ns():x}.pack"
+        lines: list[str] = []
+        chunks: list[bytes] = []
+        size = 0
+        for path, data in pushed:
+            if data is None:
+                lines.append(f"-\t{path}\n")
+            elif len(data) <= PACK_MAX_FILE and size + len(data) <= PACK_MAX:
+                lines.append(f"+\t{path}\t{name}\t{size}\t{len(data)}\n")
+                chunks.append(data)
+                size += len(data)
+            else:
+                lines.append(f"+\t{path}\n")
+        if len(chunks) > 1:
+            blob = b"".join(chunks)
+            self._retry(f"PUT {name}", lambda: self.store.put(name, blob))
+        elif chunks:  # a pack of one file saves nothing
+            lines = [
+                line if line[0] == "-" else "\t".join(line.split("\t")[:2]) + "\n" for line in lines
+            ]
+        return lines
 
     def _append_manifest(self, lines: list[str]) -> None:
         if not lines:
@@ -445,26 +504,40 @@ class Syncer:
         offset = self._start(key, size)
         data = self._retry(f"GET {key}", lambda: self.store.get(key, offset))
         end = data.rfind(b"\n") + 1
-        ops: dict[str, bool] = {}
+        ops: dict[str, tuple[bool, PackRef | None]] = {}
         for line in data[:end].decode("utf-8", "replace").splitlines():
-            op, _, path = line.partition("\t")
             try:
-                check_data_path(path)
+                path, exists, ref = parse_manifest_line(line)
             except ValueError:
                 log.error("%s: ignoring bad manifest line %r", key, line[:200])
                 continue
-            if op in "+-" and op:
-                ops.pop(path, None)
-                ops[path] = op == "+"  # the last line for a path wins
+            ops.pop(path, None)
+            ops[path] = (exists, ref)  # the last line for a path wins
         if ops:
             self.progress(f"{key}: {len(ops)} changed files")
+            packs = self._fetch_packs({r[0] for e, r in ops.values() if e and r is not None})
             bar = ProgressBar("pull", len(ops), self.bar)
-            self._transfer(self._pull_one, list(ops.items()), bar)
+            self._transfer(
+                self._pull_one, [(p, e, _slice(packs, r)) for p, (e, r) in ops.items()], bar
+            )
         self.positions.read[key] = {"offset": offset + end, "etag": etag, "size": size}
         self._save()
 
-    def _pull_one(self, item: tuple[str, bool]) -> str:
-        path, exists = item
+    def _fetch_packs(self, names: set[str]) -> dict[str, bytes]:
+        """The packs these manifest lines name (one GET each); a missing one is skipped (its
+        files are then fetched one by one)."""
+
+        def one(name: str) -> tuple[str, bytes] | None:
+            try:
+                return name, self._retry(f"GET {name}", lambda: self.store.get(name))
+            except NotFound:
+                return None
+
+        got = self._transfer(one, sorted(names), ProgressBar("packs", 0, False))
+        return dict(x for x in got if x is not None)
+
+    def _pull_one(self, item: tuple[str, bool, bytes | None]) -> str:
+        path, exists, packed = item
         dirty = self.state.dirty
         if path in dirty:  # our unpushed change wins here; it reaches the others by our push
             self._add("skipped_dirty")
@@ -475,10 +548,13 @@ class Syncer:
                 target.unlink()
                 self._add("deleted_local", path)
             return ""
-        try:
-            data = self._retry(f"GET {path}", lambda: self.store.get(path))
-        except NotFound:
-            return ""  # deleted after that line was written; a later '-' line says so
+        if packed is not None:
+            data = packed
+        else:
+            try:
+                data = self._retry(f"GET {path}", lambda: self.store.get(path))
+            except NotFound:
+                return ""  # deleted after that line was written; a later '-' line says so
         self._write_file(target, data)
         self._add("downloaded", path)
         return path
@@ -537,7 +613,7 @@ class Syncer:
             todo.append((o.key, True))
         self.progress(f"bootstrap: {len(todo)} files to download")
         bar = ProgressBar("bootstrap", len(todo), self.bar)
-        self._transfer(self._pull_one, todo, bar)
+        self._transfer(self._pull_one, [(p, e, None) for p, e in todo], bar)
         for o in manifests:
             if not self._changed(o.key, o.etag):
                 continue
@@ -546,11 +622,11 @@ class Syncer:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _transfer(self, fn: Callable[[Any], str], items: list[Any], bar: ProgressBar) -> list[str]:
+    def _transfer(self, fn: Callable[[Any], Any], items: list[Any], bar: ProgressBar) -> list[Any]:
         """Run ``fn`` over ``items`` on a thread pool; results in item order. All transfers are
         attempted even if one fails; then the first error is raised (so nothing is cleared or
         advanced past work that did not happen)."""
-        out: list[str] = []
+        out: list[Any] = []
         errors: list[BaseException] = []
         if len(items) == 1:
             out.append(fn(items[0]))

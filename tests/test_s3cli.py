@@ -39,12 +39,14 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def _node_with_changes(root: Path, endpoint: str, bucket: str, notes: int = 3) -> None:
+def _node_with_changes(
+    root: Path, endpoint: str, bucket: str, notes: int = 3, size: int = 4000
+) -> None:
     n = Node(root, node_config("pi-a", endpoint, bucket))
     n.new_company("acme", "Acme")
     n.set("acme", email="info@acme.test")
     for i in range(notes):
-        n.write_file(f"companies/acme/notes/n{i:03}.md", f"note {i}\n" + "x" * 4000)
+        n.write_file(f"companies/acme/notes/n{i:03}.md", f"note {i}\n" + "x" * size)
     n.close()
 
 
@@ -116,7 +118,8 @@ def test_sync_killed_midway_resumes(
     s3_bucket: str,  # noqa: F811
 ) -> None:
     a_root, b_root = tmp_path / "a", tmp_path / "b"
-    _node_with_changes(a_root, s3_endpoint, s3_bucket, notes=60)
+    # Notes too big for a pack: the pull makes one GET per file, so it can be cut midway.
+    _node_with_changes(a_root, s3_endpoint, s3_bucket, notes=60, size=300_000)
     b_cfg_direct = write_config(tmp_path / "b.toml", "pi-b", s3_endpoint, s3_bucket)
     a_cfg_direct = write_config(tmp_path / "a.toml", "pi-a", s3_endpoint, s3_bucket)
 
