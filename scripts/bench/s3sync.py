@@ -183,6 +183,9 @@ def main() -> int:
     ap.add_argument("--notes", type=int, default=100)
     ap.add_argument("--dir", type=Path, default=ROOT / "bench-data" / "s3sync")
     ap.add_argument("--keep", action="store_true", help="keep the data folders")
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="2: also time a sync with nothing changed"
+    )
     a = ap.parse_args()
 
     env = {**os.environ, **credentials()}
@@ -236,6 +239,8 @@ def main() -> int:
             ".cocli-fs/*",
             "--exclude",
             "manifests/*",
+            "--exclude",
+            "packs/*",
             "--endpoint-url",
             endpoint,
             "--only-show-errors",
@@ -245,7 +250,7 @@ def main() -> int:
         our_pull = [*ours, str(peer), "--config", str(pcfg), "--pull-only"]
 
         rows = []
-        for label in ("changes", "nothing changed"):
+        for label in ("changes", "nothing changed")[: a.rounds]:
             t_ap, _ = timed(aws_push, env)
             c_ap = counter.take()
             t_al, _ = timed(aws_pull, env)
