@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,10 +217,14 @@ def run(workdir: Path) -> None:
     seed = workdir / "seed"
     shutil.rmtree(seed, ignore_errors=True)
     companies = sample.write_tree(seed, SEED_COMPANIES, notes_every=10)
-    for path in sorted(seed.rglob("*")):
-        if path.is_file():
-            obj = str(path.relative_to(seed))
-            client.put_object(Bucket=BUCKET, Key=obj, Body=path.read_bytes())
+    files = [p for p in sorted(seed.rglob("*")) if p.is_file()]
+
+    def put(path: Path) -> None:
+        client.put_object(Bucket=BUCKET, Key=str(path.relative_to(seed)), Body=path.read_bytes())
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, files))
+    _say(f"    {len(files)} objects in the bucket")
     for node in nodes:
         res = _cli("sync", node.data, "--config", node.config, "--bootstrap")
         _say(f"    {node.name}: sync --bootstrap: {res.stdout.strip().splitlines()[-1:]}")
@@ -278,8 +283,10 @@ def run(workdir: Path) -> None:
         lambda: "name: Renamed Inc" in _read(w2.mnt / "companies" / first.slug / "_index.md"),
     )
     _say(f"    worker-2's mount shows 'name: Renamed Inc' after {dt * 1000:.0f} ms")
-    _say(f"    (one journal record for field 'name'; {first.slug}/.tmp-edit never reached DATA: "
-         f"{not (hub.data / 'companies' / first.slug / '.tmp-edit').exists()})")
+    recs = _journal_records(hub.data, "hub", f"companies/{first.slug}")
+    _say(f"    the hub's journal holds {len(recs)} record(s) for it: {recs}")
+    leaked = (hub.data / "companies" / first.slug / ".tmp-edit").exists()
+    _say(f"    the editor's temp file reached the backing store: {leaked}")
 
     _step(7, "A note is added on worker-2 (a plain file -> S3 -> the other nodes)")
     note = w2.mnt / "companies" / first.slug / "notes" / "2026-11-25-demo.md"
@@ -290,10 +297,14 @@ def run(workdir: Path) -> None:
     hub_note = hub.mnt / "companies" / first.slug / "notes" / "2026-11-25-demo.md"
     _say(f"    the hub sees the note: {hub_note.exists()}")
 
-    _step(8, "The hub compacts the journals into the base files and syncs")
+    _step(8, "Before compaction: every node holds the same overlay (status digests)")
+    _show_status(nodes)
+
+    _step(9, "The hub compacts the journals into the base files and syncs")
     before = _read(hub.mnt / "companies" / last.slug / "_index.md")
     res = _cli("compact", hub.data, "--config", hub.config)
-    _say("    " + (res.stdout.strip().splitlines() or ["(no output)"])[-1])
+    for line in res.stdout.strip().splitlines():
+        _say("    " + line)
     _cli("sync", hub.data, "--config", hub.config)
     for node in (w1, w2):
         _cli("sync", node.data, "--config", node.config)
@@ -302,18 +313,8 @@ def run(workdir: Path) -> None:
     _say(f"    the mount shows the same document before and after: {before == after}")
     _say(f"    the hub's base file now holds the enriched phone: {want.strip() in base}")
 
-    _step(9, "cocli-fs status on every node: converged?")
-    digests = {}
-    for node in nodes:
-        st = _status(node)
-        digests[node.name] = st["digest"]
-        peers = ", ".join(f"{p['address']}={p['state']}" for p in st.get("peers", []))
-        _say(
-            f"    {node.name:<9} digest {st['digest']}  pending {st['pending_records']}"
-            f"  dirty {st['dirty']}  peers: {peers}"
-        )
-    same = len(set(digests.values())) == 1
-    _say(f"    all digests equal: {same}")
+    _step(10, "cocli-fs status on every node after compaction: converged?")
+    same = _show_status(nodes)
 
     _say(f"\nThe demo took {time.monotonic() - t_start:.0f} s. The cluster runs on:")
     for node in nodes:
@@ -322,6 +323,32 @@ def run(workdir: Path) -> None:
     _say(f"Stop everything with:  scripts/demo --stop   (or: cocli-fs demo --stop --dir {workdir})")
     if not same:
         raise RuntimeError("the nodes did not converge")
+
+
+def _show_status(nodes: list[DemoNode]) -> bool:
+    digests = set()
+    for node in nodes:
+        st = _status(node)
+        digests.add(st["digest"])
+        peers = ", ".join(f"{p['address']}={p['state']}" for p in st.get("peers", []))
+        _say(
+            f"    {node.name:<9} digest {st['digest']}  pending {st['pending_records']}"
+            f"  dirty {st['dirty']}  peers: {peers}"
+        )
+    _say(f"    all digests equal: {len(digests) == 1}")
+    return len(digests) == 1
+
+
+def _journal_records(data: Path, node: str, target: str) -> list[str]:
+    """``field=value`` of the records ``node`` journaled for ``target`` (read from disk)."""
+    from .journal import journal_files, read_journal
+
+    out = []
+    for path in journal_files(data / "wal"):
+        if path.name.endswith(f"_{node}.usv"):
+            recs = read_journal(path).records
+            out += [f"{r.field}={r.value}" for r in recs if r.target == target]
+    return out
 
 
 def _shows(path: Path, want: str) -> Callable[[], bool]:
