@@ -66,11 +66,11 @@ def parse_journal(data: bytes) -> ReadResult:
     end = data.rfind(rec.RS_B) + 1  # 0 when there is no complete record at all
     res.valid_end = end
     res.torn_tail = len(data) - end
-    chunks = data[:end].split(rec.RS_B)
-    chunks.pop()  # what follows the last separator: the torn tail, already accounted for
-    # cocli's writer and hand edits may leave newlines between records: decode_chunks strips.
-    res.records, bad = rec.decode_chunks(chunks, first_pos=1)
+    # cocli's writer and hand edits may leave newlines between records: the decoder strips.
+    # What follows the last separator is the torn tail, already accounted for.
+    res.records, bad = rec.decode_buffer(data, end, first_pos=1)
     if bad:
+        chunks = data[:end].split(rec.RS_B)
         starts = [0]
         for chunk in chunks:
             starts.append(starts[-1] + len(chunk) + 1)

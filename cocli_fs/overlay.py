@@ -110,7 +110,9 @@ class Overlay:
     def __init__(self) -> None:
         self.by_target: dict[str, dict[str, Record]] = {}
         self.origins: dict[str, OriginSeqs] = {}
-        self._digest = 0
+        # XOR of the winners' entry hashes; None after a bulk load until digest() is first asked
+        # for (replay does not pay for a hash per record that may never be looked at).
+        self._digest: int | None = 0
         self.entries = 0
         self.applied = 0
         self.duplicates = 0
@@ -139,13 +141,15 @@ class Overlay:
                 fields = self.by_target[_intern(r.target)] = {}
             fields[_intern(r.field)] = r
             self.entries += 1
-            self._digest ^= _entry_hash(r)
+            if self._digest is not None:
+                self._digest ^= _entry_hash(r)
             return Applied.WON
         assert fields is not None  # cur came from it
         w = _wins(r, cur)
         if w > 0:
             fields[r.field] = r
-            self._digest ^= _entry_hash(cur) ^ _entry_hash(r)
+            if self._digest is not None:
+                self._digest ^= _entry_hash(cur) ^ _entry_hash(r)
             return Applied.WON
         if w == 0:
             # The same record again (cocli records carry no seq to de-duplicate by).
@@ -156,13 +160,12 @@ class Overlay:
     def apply_all(self, records: Iterable[Record]) -> None:
         """``apply`` every record, outcomes dropped: the start-up replay path. The same steps
         as ``apply`` in one loop with everything in locals (a million calls' worth of method
-        and attribute overhead is a sizeable part of replay time)."""
+        and attribute overhead is a sizeable part of replay time). The digest is not kept up
+        to date here: ``digest()`` recomputes it once from the winners when next asked."""
         origins = self.origins
         by_target = self.by_target
         compacted = self.compacted
         intern = _intern
-        entry_hash = _entry_hash
-        digest = self._digest
         applied = duplicates = entries = 0
         try:
             for r in records:
@@ -186,16 +189,15 @@ class Overlay:
                         fields = by_target[r.target] = {}
                     fields[intern(r.field)] = r
                     entries += 1
-                    digest ^= entry_hash(r)
                     continue
                 w = _wins(r, cur)
                 if w > 0:
                     fields[r.field] = r  # type: ignore[index]  # cur came from it
-                    digest ^= entry_hash(cur) ^ entry_hash(r)
                 elif w == 0:
                     duplicates += 1
         finally:
-            self._digest = digest
+            if applied:
+                self._digest = None  # winners may have changed: recomputed on demand
             self.applied += applied
             self.duplicates += duplicates
             self.entries += entries
@@ -224,7 +226,8 @@ class Overlay:
         if not fields:
             del self.by_target[target]
         self.entries -= 1
-        self._digest ^= _entry_hash(cur)
+        if self._digest is not None:
+            self._digest ^= _entry_hash(cur)
         return True
 
     def contiguous(self) -> dict[str, int]:
@@ -237,4 +240,13 @@ class Overlay:
 
     def digest(self) -> str:
         """Order-independent fingerprint of the whole state (XOR of the winners' hashes)."""
-        return f"{self._digest:016x}-{self.entries}"
+        d = self._digest
+        if d is None:
+            # After a bulk load: one pass over the winners, then incremental again.
+            d = 0
+            entry_hash = _entry_hash
+            for fields in self.by_target.values():
+                for r in fields.values():
+                    d ^= entry_hash(r)
+            self._digest = d
+        return f"{d:016x}-{self.entries}"

@@ -492,14 +492,54 @@ def decode_chunks(chunks: list[bytes], first_pos: int = 1) -> tuple[list[Record]
                         append(r)
                         continue
         # The general path: cocli's records, loose forms, blank chunks, errors.
-        raw = chunk.strip(b"\r\n") if chunk[:1] in (b"\n", b"\r") else chunk
-        if not raw:
-            continue
-        try:
-            append(decode_untrusted(raw, pos))
-        except RecordError:
+        got = _decode_general(chunk, pos)
+        if isinstance(got, Record):
+            append(got)
+        elif got is False:
             bad.append(pos - first_pos)
     return records, bad
+
+
+def _decode_general(chunk: bytes, pos: int) -> Record | bool | None:
+    """One chunk the fast paths do not take: a Record, None for a blank chunk (newlines between
+    records), False for one that does not decode (``decode_untrusted`` says why)."""
+    raw = chunk.strip(b"\r\n") if chunk[:1] in (b"\n", b"\r") else chunk
+    if not raw:
+        return None
+    try:
+        return decode_untrusted(raw, pos)
+    except RecordError:
+        return False
+
+
+def decode_buffer_py(data: bytes, end: int, first_pos: int = 1) -> tuple[list[Record], list[int]]:
+    """``decode_buffer`` in pure Python: split ``data[:end]`` on ``\\x1e``, then decode_chunks."""
+    chunks = data[:end].split(RS_B)
+    chunks.pop()  # what follows the last separator is not a record
+    return decode_chunks(chunks, first_pos)
+
+
+try:
+    from . import _fastjournal  # type: ignore[attr-defined]
+except ImportError:  # the optional C extension was not built: the Python decoder does it all
+    _fastjournal = None
+
+if _fastjournal is not None:
+    _fastjournal.setup(Record, _decode_general, json.loads)
+    decode_buffer_c = _fastjournal.decode_buffer
+    FAST_DECODER = True
+else:
+    decode_buffer_c = decode_buffer_py
+    FAST_DECODER = False
+
+
+def decode_buffer(data: bytes, end: int, first_pos: int = 1) -> tuple[list[Record], list[int]]:
+    """The records of ``data[:end]`` (a journal up to just after its last ``\\x1e``), with the
+    indexes of the chunks that do not decode: exactly ``decode_chunks`` of its chunks. Uses the
+    C extension (``cocli_fs/_fastjournal.c``) when it was built: it decodes our own well-formed
+    records itself and hands every other chunk to the same Python general path."""
+    result: tuple[list[Record], list[int]] = decode_buffer_c(data, end, first_pos)
+    return result
 
 
 def _parse_causality(causality: str) -> tuple[int, int, str]:

@@ -165,3 +165,29 @@ def test_origin_seqs_contiguous_and_missing() -> None:
     for seq in order[70:]:
         s.add(seq)
     assert s.contiguous == 100 and not s.above and s.missing(100) == []
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=record_sets(), data=st.data())
+def test_digest_after_a_bulk_load_and_later_changes_matches_one_by_one(
+    records: list[Record], data: st.DataObject
+) -> None:
+    """apply_all leaves the digest to be recomputed on demand; whether it is asked for before,
+    between or after later applies and drops, it must equal the incrementally kept one."""
+    cut = data.draw(st.integers(0, len(records)))
+    ask_early = data.draw(st.booleans())
+    bulk, inc = Overlay(), Overlay()
+    bulk.apply_all(records[:cut])
+    for r in records[:cut]:
+        inc.apply(r)
+    if ask_early:
+        assert bulk.digest() == inc.digest()
+    for r in records[cut:]:
+        assert bulk.apply(r) == inc.apply(r)
+    for r in data.draw(st.lists(st.sampled_from(records), max_size=5)) if records else []:
+        assert bulk.drop(r.target, r.field, r.order) == inc.drop(r.target, r.field, r.order)
+    assert bulk.digest() == inc.digest()
+    bulk.apply_all(records[::-1])  # a second bulk load on top of a known digest
+    for r in records[::-1]:
+        inc.apply(r)
+    assert bulk.digest() == inc.digest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -245,3 +246,118 @@ def test_batch_decoder_agrees_with_the_single_record_decoder(
             want_bad.append(i)
     assert records == want
     assert bad == want_bad
+
+
+# --- the optional C decoder (cocli_fs/_fastjournal.c) agrees with the Python one -----------------
+
+
+def test_the_c_decoder_is_in_use_when_built() -> None:
+    """scripts/bootstrap builds the extension (gcc and the Python headers are on every machine of
+    the project); a silent fall-back to the slower decoder would go unnoticed otherwise."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+    from pathlib import Path
+
+    pkg = Path(rec.__file__).parent
+    built = any((pkg / f"_fastjournal{suffix}").exists() for suffix in EXTENSION_SUFFIXES)
+    if not built and not os.environ.get("CI"):
+        pytest.skip("the C extension is not built here (pip install -e . builds it)")
+    assert rec.FAST_DECODER
+    assert rec._fastjournal is not None and rec.decode_buffer_c is rec._fastjournal.decode_buffer
+    data = rec.encode(rec.make(hlc=HLC, node_id="n", seq=1, target="companies/x", field="f",
+                               value=[1, "a"]))
+    assert rec._fastjournal.crc32(data) == zlib.crc32(data)
+    assert rec.decode_buffer(data, len(data)) == ([rec.decode_untrusted(data[:-1], 1)], [])
+
+
+def _with_crc(fields: list[str], extra: bytes = b"") -> bytes:
+    """Eight fields as one of our records, with a correct checksum whatever the fields say."""
+    head = rec.US.join(fields).encode("utf-8", "surrogatepass") + extra
+    return head + rec.CRC_TAG + b"%08x" % zlib.crc32(head)
+
+
+# Causality and values that are loose, odd or wrong, each behind a *valid* checksum, so that the
+# decoders must agree on the parsing itself and not only on checksum failures.
+_causalities = st.sampled_from([
+    "hlc={h:016x};seq={s};t={k}", "hlc={h:016X};seq={s};t={k}", "hlc={h:016x};seq=0{s};t={k}",
+    "hlc={h:016x};seq=+{s};t={k}", "hlc={h:016x};seq= {s};t={k}", "hlc={h:016x};seq=0;t={k}",
+    "hlc={h:015x};seq={s};t={k}", "hlc={h:016x};seq={s};t=x", "hlc={h:016x};seq={s};t={k};",
+    "hlc={h:016x};seq={s}0000000000000000000;t={k}", "hlc= {h:015x};seq={s};t={k}",
+    "hlc={h:016x};seq=١٢;t={k}", "t={k};seq={s};hlc={h:016x}", "hlc=-{h:015x};seq={s};t={k}",
+    "hlc={h:016x};seq={s};t={k}x", "", "free text",
+])
+_odd_json = st.sampled_from([
+    "NaN", "-Infinity", "[1,]", "[" * 40 + "]" * 40, "[" * 20 + "]" * 20, "1" * 50, "1" * 5000,
+    '"\\ud800"', " [1] ", "\ufeff[1]", "01", "-", "1.", "1.5e-3", '{"a":1,}', '{"a":[true,null]}',
+    '"\\x"', '"a\tb"', '"a\\tb"', "", "tru", "[1 2]", '{"a" 1}', "-0", "1E+2", '"\u00e9\U0001f600"',
+])
+
+
+@st.composite
+def _journal_chunks(draw: st.DrawFn) -> list[bytes]:
+    chunks: list[bytes] = []
+    for i in range(draw(st.integers(0, 10))):
+        node = draw(st.sampled_from(["n", "n", "m", "né", ""]))
+        target = draw(st.sampled_from(["companies/x", "companies/ÿ", "people/p", "x", ""]))
+        field = draw(st.sampled_from(["f", "f", "email", "tags", ""]))
+        campaign = draw(st.sampled_from(["", "k", "roadshow"]))
+        env = draw(st.sampled_from(["prod", "test", ""]))
+        choice = draw(st.integers(0, 5))
+        if choice <= 1:  # well formed, any value
+            value: Any = draw(json_values | safe_text)
+            try:
+                r = rec.make(hlc=HLC + i, node_id=node or "n", seq=i + 1, target=target or "t/x",
+                             field=field or "f", value=value, campaign_name=campaign,
+                             environment=env, tombstone=draw(st.booleans()) and choice == 1)
+            except RecordError:
+                continue
+            chunks.append(rec.encode(r)[:-1])
+        elif choice == 2:  # odd causality or JSON behind a valid checksum
+            kind = draw(st.sampled_from("sjd"))
+            caus = draw(_causalities).format(h=HLC + i, s=i + 1, k=kind)
+            value = draw(_odd_json) if kind == "j" else draw(safe_text)
+            ts = rec.hlc_to_iso(HLC + i)
+            chunks.append(_with_crc([ts, node, campaign, env, target, field, value, caus]))
+        elif choice == 3:  # a record by cocli itself (6, 7 or 8 fields)
+            n = draw(st.sampled_from([6, 7, 8]))
+            chunks.append(cocli_reader.write_record(
+                cocli_reader.DatagramRecord(datetime.now(UTC).isoformat(), node or "c", campaign,
+                                            env, target, field or "f", draw(safe_text), ""), n
+            ).encode("utf-8", "surrogatepass")[:-1])
+        elif choice == 4:  # junk, blank lines, invalid UTF-8 behind a valid checksum
+            chunks.append(draw(st.sampled_from([
+                b"", b"\n", b"\r\n", draw(st.binary(max_size=60)),
+                _with_crc(["ts", "n", "", "prod", "companies/x", "f", "v", "hlc="], b"\xff"),
+            ])))
+        else:  # a good record, then damaged: a flipped byte, a cut, a leading newline
+            r = rec.make(hlc=HLC + i, node_id="n", seq=i + 1, target="companies/x", field="f",
+                         value=draw(json_values))
+            data = bytearray(rec.encode(r)[:-1])
+            how = draw(st.integers(0, 2))
+            if how == 0:
+                at = draw(st.integers(0, len(data) - 1))
+                data[at] ^= 1 << draw(st.integers(0, 7))
+            elif how == 1:
+                data = data[: draw(st.integers(0, len(data)))]
+            else:
+                data = b"\n" + data
+            chunks.append(bytes(data))
+    return chunks
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_journal_chunks(), st.binary(max_size=20), st.integers(1, 5))
+def test_c_and_python_decoders_agree_on_any_journal(
+    chunks: list[bytes], tail: bytes, first_pos: int
+) -> None:
+    data = b"".join(c + rec.RS_B for c in chunks) + tail.replace(rec.RS_B, b"")
+    end = data.rfind(rec.RS_B) + 1
+    want = rec.decode_buffer_py(data, end, first_pos)
+    assert want == rec.decode_chunks(data[:end].split(rec.RS_B)[:-1], first_pos)
+    if rec._fastjournal is None:
+        pytest.skip("the C extension is not built")
+    got = rec._fastjournal.decode_buffer(data, end, first_pos)
+    assert got == want
+    for a, b in zip(got[0], want[0], strict=True):  # same types too (True == 1, 1.0 == 1)
+        assert [type(getattr(a, s)) for s in Record.__slots__] == [
+            type(getattr(b, s)) for s in Record.__slots__
+        ]
