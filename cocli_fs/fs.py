@@ -47,8 +47,12 @@ VIRTUAL_FILE_MODE = stat.S_IFREG | 0o644
 WRITE_BITS = 0o222
 
 
+REFUSED = [0]  # refused operations since start (reported by ``status``)
+
+
 def refuse(code: int, what: str, why: str) -> FUSEError:
     """Every refused operation leaves one log line saying what and why."""
+    REFUSED[0] += 1
     log.warning("refused %s: %s (%s)", what, why, errno.errorcode.get(code, code))
     return FUSEError(code)
 
@@ -126,7 +130,6 @@ class Operations(pyfuse3.Operations):
         self._inval_done = 0
         self._inval_send, self._inval_recv = trio.open_memory_channel[None](1)
         self._inval_cond = trio.Condition()
-        self.refused = 0
         state.listeners.append(self._on_records)
         state.file_listeners.append(self._on_files)
 
@@ -139,6 +142,10 @@ class Operations(pyfuse3.Operations):
             n.start_soon(self._invalidator)
             n.start_soon(self._promoter)
             task_status.started()
+
+    @property
+    def refused(self) -> int:
+        return REFUSED[0]
 
     def shutdown(self) -> None:
         """Unmount: every pending file still in scratch goes to the store."""

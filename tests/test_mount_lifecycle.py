@@ -95,8 +95,10 @@ def test_status_asks_the_running_mount(tmp_path: Path) -> None:
     with Mount(data, tmp_path / "mnt", node="a") as m:
         (m.path("companies", slug, "_fields", "email")).write_text("s@example.org\n")
         (m.path("companies", slug, "note.txt")).write_text("x\n")
+        with pytest.raises(OSError):
+            os.mkdir(m.path("gadgets"))
         info = json.loads(cli("status", str(data), "--node", "a", "--json").stdout)
-        assert info["mounted"] is True
+        assert info["mounted"] is True and info["refused_writes"] == 1
         assert info["node"] == "a" and info["overlay_entries"] == 1
         for key in ("digest", "peers", "pending_records", "dirty"):
             assert key in info
