@@ -122,6 +122,20 @@ def write_tree(root: Path, n: int) -> list[sample.Company]:
     return out
 
 
+def tree_digest(root: Path) -> str:
+    """A hash of every plain file under companies/ and people/ (paths and contents)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for top in ("companies", "people"):
+        for dirpath, dirnames, names in os.walk(root / top):
+            dirnames.sort()
+            for n in sorted(names):
+                f = Path(dirpath, n)
+                h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def write_config(path: Path, node: str, endpoint: str) -> Path:
     path.write_text(
         f'node = "{node}"\n[gossip]\nenabled = false\n'
@@ -234,7 +248,7 @@ def main() -> int:
             "s3",
             "sync",
             s3url,
-            str(peer),
+            str(peer_aws),
             "--exclude",
             ".cocli-fs/*",
             "--exclude",
@@ -289,7 +303,12 @@ def main() -> int:
         f"bars: LIST requests {lists} (≤ 5: {'ok' if lists <= 5 else 'MISSED'}); "
         f"speed-up {speed:.0f}× (≥ 50×: {'ok' if speed >= 50 else 'MISSED'})"
     )
-    # Both peers must hold the same files as the worker afterwards.
+    # Both peers must hold the same files as the worker afterwards, and ours the records.
+    want = tree_digest(worker)
+    same = {"cocli-fs": tree_digest(peer) == want, "aws": tree_digest(peer_aws) == want}
+    print(f"peers equal the worker's files: {same}")
+    if not all(same.values()):
+        return 1
     if not a.keep:
         shutil.rmtree(a.dir)
     return 0
