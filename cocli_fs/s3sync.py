@@ -347,7 +347,7 @@ class Syncer:
 
     def push(self) -> None:
         dirty: list[DirtyEntry] = self.call(self.state.dirty.snapshot)
-        files = [e for e in dirty if self._pushable(e.path)]
+        files = self._expand([e for e in dirty if self._pushable(e.path)])
         checkpoint = [e for e in dirty if e.path == CHECKPOINT_KEY]
         if files:
             self.progress(f"pushing {len(files)} changed files")
@@ -361,6 +361,21 @@ class Syncer:
         self.call(self.state.dirty.clear, dirty)
         self.positions.last_push = time.time()
         self._save()
+
+    def _expand(self, entries: list[DirtyEntry]) -> list[DirtyEntry]:
+        """A marked folder (a whole folder moved in from elsewhere) stands for its files."""
+        out: list[DirtyEntry] = []
+        for e in entries:
+            full = self.root / e.path
+            if not (e.exists and full.is_dir()):
+                out.append(e)
+                continue
+            for dirpath, dirnames, names in os.walk(full):
+                dirnames.sort()
+                for n in sorted(names):
+                    rel = Path(dirpath, n).relative_to(self.root).as_posix()
+                    out.append(DirtyEntry(rel, True, e.gen))
+        return out
 
     def _pushable(self, path: str) -> bool:
         try:
@@ -725,6 +740,9 @@ class SyncService:
             except StorageError as exc:
                 self.last_error = str(exc)
                 log.warning("periodic S3 sync failed (will retry): %s", exc)
+            except Exception as exc:  # a bug or a disk error must not take the mount down
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("periodic S3 sync failed (will retry)")
             await trio.sleep(self.cfg.interval)
 
     async def sync(

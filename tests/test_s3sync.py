@@ -176,3 +176,22 @@ def test_hub_compaction_reaches_nodes_through_s3(
         assert (a.root / t / "_index.md").read_bytes() == (hub.root / t / "_index.md").read_bytes()
     for n in (a, b, hub):
         n.close()
+
+
+def test_a_marked_folder_pushes_its_files(
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+) -> None:
+    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    folder = a.root / "companies" / "acme" / "enrichments"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "site.json").write_text('{"ok": true}\n')
+    (folder / "deep" / "people.json").write_text("[]\n")
+    a.state.dirty.mark("companies/acme/enrichments")  # a whole folder moved in
+    a.sync()
+    b.sync()
+    assert (b.root / "companies/acme/enrichments/deep/people.json").read_text() == "[]\n"
+    assert plain_files(b.root) == plain_files(a.root)
+    for n in (a, b, hub):
+        n.close()
