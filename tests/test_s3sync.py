@@ -195,3 +195,28 @@ def test_a_marked_folder_pushes_its_files(
     assert plain_files(b.root) == plain_files(a.root)
     for n in (a, b, hub):
         n.close()
+
+
+def test_bootstrap_of_an_empty_node_lists_once(
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+) -> None:
+    raw = client(s3_endpoint)  # objects put by plain S3 tools (cocli today): no manifest names them
+    for i in range(3):
+        raw.put_object(Bucket=s3_bucket, Key=f"companies/old-{i}/_index.md", Body=b"---\n---\n")
+    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    _activity(a, b, hub)
+    for n in (a, b, hub):
+        n.sync()
+    c = Node(tmp_path / "c", node_config("pi-c", s3_endpoint, s3_bucket))
+    s = c.sync(bootstrap=True)
+    assert s.stats["requests"]["ListObjectsV2"] == 3  # wal/, manifests/, and the one full listing
+    assert (c.root / "companies/old-2/_index.md").exists()
+    assert c.state.overlay.digest() == hub.state.overlay.digest()  # the hub synced last
+    a.sync()  # a now has b's and the hub's changes too
+    assert {k: v for k, v in plain_files(c.root).items() if "old-" not in k} == plain_files(a.root)
+    again = c.sync()
+    assert again.downloaded == 0 and again.stats["requests"].get("GetObject", 0) == 0
+    for n in (a, b, hub, c):
+        n.close()
