@@ -359,8 +359,37 @@ class Syncer:
         if checkpoint:  # last: other nodes adopt it only after the base files it implies
             self._push_one(checkpoint[0])
         self.call(self.state.dirty.clear, dirty)
+        if self.state.config.hub.enabled and not checkpoint:
+            self._retire_remote()
         self.positions.last_push = time.time()
         self._save()
+
+    def _retire_remote(self) -> None:
+        """Hub only: journals that compaction retired here (every record in the base files,
+        the checkpoint and base files pushed) are deleted from the bucket too, so pulls and
+        bootstraps stop reading them. Only an object we have read (or written) to its end is
+        deleted: if its origin appended since (HEAD shows another size), it stays for the next
+        compaction. No LIST: the candidates are the journals we know from pulls and pushes.
+        Only past days: a node appends only to today's journal (its clock is monotonic), so a
+        deleted past-day object is never re-created under a reader's remembered offset."""
+        known = {k: int(p.get("size", -1)) for k, p in self.positions.read.items()}
+        known.update(self.positions.pushed)
+        for key, size in sorted(known.items()):
+            name = key[len(WAL_PREFIX) :]
+            parsed = parse_journal_name(name)
+            if not key.startswith(WAL_PREFIX) or not parsed or parsed[0] >= today():
+                continue
+            if (self.state.data.wal / name).exists():
+                continue
+            info = self._retry(f"HEAD {key}", lambda key=key: self.store.head(key))  # type: ignore[misc]
+            if info is not None and info.size != size:
+                continue
+            if info is not None:
+                self._retry(f"DELETE {key}", lambda key=key: self.store.delete(key))  # type: ignore[misc]
+                self._add("deleted_remote")
+            self.positions.read.pop(key, None)
+            self.positions.pushed.pop(key, None)
+            self._save()
 
     def _expand(self, entries: list[DirtyEntry]) -> list[DirtyEntry]:
         """A marked folder (a whole folder moved in from elsewhere) stands for its files."""

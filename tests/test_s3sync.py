@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from cocli_fs.s3sync import SyncPositions
 from tests.fault_proxy import FaultProxy
 from tests.s3nodes import Node, journal_records, node_config, plain_files
@@ -218,5 +220,44 @@ def test_bootstrap_of_an_empty_node_lists_once(
     assert {k: v for k, v in plain_files(c.root).items() if "old-" not in k} == plain_files(a.root)
     again = c.sync()
     assert again.downloaded == 0 and again.stats["requests"].get("GetObject", 0) == 0
+    for n in (a, b, hub, c):
+        n.close()
+
+
+def test_hub_retires_compacted_journals_from_the_bucket(
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cocli_fs import s3sync
+    from cocli_fs.compaction import compact_offline
+
+    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    _activity(a, b, hub)
+    for _ in range(2):
+        for n in (a, b, hub):
+            n.sync()
+    before = {t: a.state.merged(t)[1] for t in a.state.overlay.by_target}
+    hub_cfg = node_config("hub", s3_endpoint, s3_bucket, hub=True)
+    hub.close()
+    compact_offline(tmp_path / "hub", s3=True, create_after=0)
+    hub = Node(tmp_path / "hub", hub_cfg)
+    hub.sync(pull=False)  # base files and checkpoint up: now the journals may go
+    hub.close()
+    retired = compact_offline(tmp_path / "hub", s3=True, create_after=0)["retired"]
+    assert len(retired) == 3
+    hub = Node(tmp_path / "hub", hub_cfg)
+    # Journals of today are never deleted remotely; pretend the day is over.
+    monkeypatch.setattr(s3sync, "today", lambda: "29991231")
+    s = hub.sync(pull=False)
+    assert s.deleted_remote == 3
+    keys = {o["Key"] for o in client(s3_endpoint).list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert {k for k in keys if k.startswith("wal/")} == {"wal/checkpoint.json"}
+    a.sync()
+    assert {t: a.state.merged(t)[1] for t in before} == before
+    c = Node(tmp_path / "c", node_config("pi-c", s3_endpoint, s3_bucket))
+    c.sync(bootstrap=True)  # a newcomer gets base files + checkpoint, no journals
+    assert {t: c.state.merged(t)[1] for t in before} == before
     for n in (a, b, hub, c):
         n.close()
