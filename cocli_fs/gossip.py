@@ -57,6 +57,13 @@ SERVE_RATE = 5_000.0  # datagrams/s when serving one requester (about 7 MB/s)
 RECENT = 100_000  # recent records kept in memory to serve anti-entropy without disk reads
 FLUSH_INTERVAL = 1.0  # replicas written with sync=False are fsynced this often
 RCVBUF = 4 << 20
+# A requested range is not asked for again while its answer is on its way: for ASKED_FOR (plus
+# time for a big answer), extended while answers for that origin keep arriving, never beyond
+# ASKED_MAX. Then whatever is still missing (lost) is asked for again.
+ASKED_FOR = 0.25
+ASKED_MAX = 5.0
+FLOW_RANGE = 64  # ranges at least this long count as a catch-up (see _in_flight)
+SERVE_RATE_RECORDS = 20_000.0
 CATCH_UP_PAUSE = 0.15  # between anti-entropy rounds while records are missing
 
 
@@ -211,6 +218,9 @@ class GossipService:
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[bytes, Address]](INBOX)
         self._wake_ae = trio.Event()
         self._last_wanted = 0
+        # origin -> ranges requested recently, with the time until which they count as in flight
+        self.asked: dict[str, list[tuple[int, int, float, float]]] = {}  # lo, hi, soft, hard
+        self.answers_until: dict[str, float] = {}  # origin -> answers seen recently: until
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -427,7 +437,18 @@ class GossipService:
             for r, raw in records:
                 self._remember(r.node_id, r.seq, raw)
             origins = self.state.overlay.origins
-            if any(origins[o].above for o in {r.node_id for r in new}):
+            now = time.monotonic()
+            touched = {r.node_id for r in new}
+            for o in touched:
+                asked = self.asked.get(o)
+                if not asked:
+                    continue
+                # Answers (pushes carry seqs above anything we could have asked for): the answer
+                # stream for this origin is flowing, so its asks stay in flight a little longer.
+                top = max(a[1] for a in asked)
+                if any(r.seq <= top for r in new if r.node_id == o):
+                    self.answers_until[o] = now + ASKED_FOR
+            if any(origins[o].above for o in touched):
                 self._wake_ae.set()  # a push arrived with a gap before it: repair soon
 
     # -- anti-entropy ------------------------------------------------------------------------
@@ -437,16 +458,46 @@ class GossipService:
         high = ov.highest()
         return {o: [c, high.get(o, c)] for o, c in ov.contiguous().items()}
 
-    def wants(self, theirs: dict[str, list[int]]) -> dict[str, list[list[int]]]:
-        """What we lack of what a peer's digest says it holds: inclusive seq ranges."""
+    def wants(
+        self, theirs: dict[str, list[int]], now: float | None = None
+    ) -> dict[str, list[list[int]]]:
+        """What we lack of what a peer's digest says it holds: inclusive seq ranges, without
+        those asked for moments ago (their answer is probably still on its way)."""
+        now = time.monotonic() if now is None else now
         out: dict[str, list[list[int]]] = {}
         origins = self.state.overlay.origins
         for origin, (_contiguous, highest) in theirs.items():
             seqs = origins.get(origin) or OriginSeqs()
-            gaps = seqs.missing(highest, limit=REQUEST_LIMIT)
-            if gaps:
-                out[origin] = [[a, b] for a, b in gaps]
+            flowing = self.answers_until.get(origin, 0.0)
+            asked = [
+                (lo, hi)
+                for lo, hi, soft, hard in self.asked.get(origin, ())
+                if _in_flight(lo, hi, soft, hard, flowing, now)
+            ]
+            missing = seqs.missing(highest, limit=REQUEST_LIMIT * 4)
+            gaps = _subtract(missing, asked)
+            # At most REQUEST_LIMIT missing records in flight per origin: a slow answer (a
+            # loaded peer) is not asked for again and again, which would only add load.
+            in_flight = _count(missing) - _count(gaps)
+            budget, kept = REQUEST_LIMIT - in_flight, []
+            if budget <= 0:
+                continue
+            for lo, hi in gaps:
+                hi = min(hi, lo + budget - 1)
+                kept.append([lo, hi])
+                budget -= hi - lo + 1
+                if budget <= 0:
+                    break
+            if kept:
+                out[origin] = kept
         return out
+
+    def _mark_asked(self, wants: dict[str, list[list[int]]], now: float) -> None:
+        for origin, ranges in wants.items():
+            n = sum(hi - lo + 1 for lo, hi in ranges)
+            soft, hard = now + ASKED_FOR + n / SERVE_RATE_RECORDS, now + ASKED_MAX
+            live = [a for a in self.asked.get(origin, ()) if a[3] > now]
+            self.asked[origin] = live + [(lo, hi, soft, hard) for lo, hi in ranges]
 
     async def _send_digest(self, addr: Address, reply_wanted: bool) -> None:
         items = sorted(self.digest().items())
@@ -463,8 +514,10 @@ class GossipService:
         self, addr: Address, sender: str, reply_wanted: bool, theirs: dict[str, list[int]]
     ) -> None:
         self.counters["digests_in"] += 1
-        wants = self.wants(theirs)
+        now = time.monotonic()
+        wants = self.wants(theirs, now)
         if wants:
+            self._mark_asked(wants, now)
             wanted = sum(hi - lo + 1 for rs in wants.values() for lo, hi in rs)
             if wanted != self._last_wanted:  # still moving: next round soon (not when stuck)
                 self._wake_ae.set()
@@ -569,7 +622,7 @@ class GossipService:
             # Known gaps and still closing them: go again soon. Gaps that nobody can fill (their
             # origin is down and nobody else holds them) fall back to the normal interval.
             held = sum(s.contiguous for s in self.state.overlay.origins.values())
-            if held != progress and self._has_gaps():
+            if (held != progress and self._has_gaps()) or self._asking():
                 self._wake_ae.set()
             progress = held
             with trio.move_on_after(interval):
@@ -577,6 +630,16 @@ class GossipService:
                 # We just asked for missing records: give the answers a moment to arrive, then
                 # run the next round at once, so gaps close in round trips, not intervals.
                 await trio.sleep(min(interval, CATCH_UP_PAUSE))
+
+    def _asking(self) -> bool:
+        """Records asked for recently: check again soon, in case the request or its answer
+        was lost (the asked-for ranges are re-requested once they expire)."""
+        now = time.monotonic()
+        return any(
+            _in_flight(lo, hi, soft, hard, self.answers_until.get(o, 0.0), now)
+            for o, rs in self.asked.items()
+            for lo, hi, soft, hard in rs
+        )
 
     def _has_gaps(self) -> bool:
         return any(s.above for s in self.state.overlay.origins.values())
@@ -646,3 +709,39 @@ class GossipService:
                 "recent_records": len(self.recent),
             },
         }
+
+
+def _in_flight(lo: int, hi: int, soft: float, hard: float, flowing: float, now: float) -> bool:
+    """Is an asked-for range still expected? Small ranges (repairs of lost datagrams) simply
+    expire; big ones (a catch-up) stay expected while their answers keep arriving."""
+    if hi - lo + 1 < FLOW_RANGE:
+        return soft > now
+    return min(hard, max(soft, flowing)) > now
+
+
+def _count(ranges: list[tuple[int, int]]) -> int:
+    return sum(hi - lo + 1 for lo, hi in ranges)
+
+
+def _subtract(gaps: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint inclusive ranges ``gaps`` minus the inclusive ranges ``taken``: one
+    sweep over both (a round may hold a thousand single-record gaps)."""
+    if not taken:
+        return gaps
+    taken = sorted(taken)
+    out: list[tuple[int, int]] = []
+    j = 0
+    for lo, hi in gaps:
+        while j < len(taken) and taken[j][1] < lo:
+            j += 1
+        k = j
+        cur = lo
+        while k < len(taken) and taken[k][0] <= hi and cur <= hi:
+            tlo, thi = taken[k]
+            if tlo > cur:
+                out.append((cur, tlo - 1))
+            cur = max(cur, thi + 1)
+            k += 1
+        if cur <= hi:
+            out.append((cur, hi))
+    return out

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from cocli_fs import record as rec
 from cocli_fs import wire
 from cocli_fs.config import Config, GossipConfig
-from cocli_fs.gossip import GossipService, JournalIndex, RateLimiter
+from cocli_fs.gossip import GossipService, JournalIndex, RateLimiter, _subtract
 from cocli_fs.journal import JournalWriter
 from cocli_fs.membership import Membership, PeerState
 from cocli_fs.state import DataDir, NodeState
@@ -201,6 +201,37 @@ def test_wants_pulls_gaps_and_unknown_origins(tmp_path: Path) -> None:
     assert g.wants({"b": [9, 9], "c": [2, 2]}) == {"b": [[4, 4], [6, 7], [9, 9]], "c": [[1, 2]]}
     assert g.wants({"b": [3, 3]}) == {}
     state.close()
+
+
+def test_wants_skips_ranges_just_asked_for(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    g = GossipService(state)
+    first = g.wants({"b": [0, 12_000]}, now=100.0)
+    assert first == {"b": [[1, 5000]]}  # at most REQUEST_LIMIT per origin and round
+    g._mark_asked(first, now=100.0)
+    assert g.wants({"b": [0, 12_000]}, now=100.1) == {}  # 5,000 in flight: wait for them
+    state.receive([_rec(s, node="b") for s in range(1, 2501)])  # half of the answer arrived
+    assert g.wants({"b": [0, 12_000]}, now=100.2) == {"b": [[5001, 7500]]}
+    # The rest never came: once the ask expires it is asked for again.
+    assert g.wants({"b": [0, 12_000]}, now=200.0) == {"b": [[2501, 7500]]}
+    state.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(1, 300), max_size=40, unique=True),
+    st.lists(st.tuples(st.integers(1, 300), st.integers(0, 40)), max_size=8),
+)
+def test_subtract_ranges(points: list[int], taken: list[tuple[int, int]]) -> None:
+    pts = sorted(points)[: len(points) // 2 * 2]
+    gaps = [(pts[i], pts[i + 1]) for i in range(0, len(pts), 2)]
+    tk = [(a, a + n) for a, n in taken]
+    got = [x for lo, hi in _subtract(gaps, tk) for x in range(lo, hi + 1)]
+    want = sorted(
+        {x for lo, hi in gaps for x in range(lo, hi + 1)}
+        - {x for lo, hi in tk for x in range(lo, hi + 1)}
+    )
+    assert got == want
 
 
 def test_journal_index_serves_records_by_seq(tmp_path: Path) -> None:

@@ -275,7 +275,7 @@ while True:
     if select.select([sys.stdin], [], [], 0.001)[0]:
         break
     over.append((time.perf_counter() - t - 0.001) * 1000)
-over.sort()
+over = sorted(over) or [0.0]
 n = len(over)
 print(json.dumps({"samples": n, "p50_ms": round(over[n // 2], 3),
                   "p99_ms": round(over[int(n * 0.99)], 3), "max_ms": round(over[-1], 3)}))
