@@ -31,7 +31,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         live.setdefault("peers", [])
         live.setdefault("pending_records", live.get("overlay_entries", 0))
         live.setdefault("dirty", 0)
-        live["mounted"] = True
+        live.setdefault("mounted", True)  # a headless node (`serve`) says False itself
         return live
     state = NodeState(data, cfg)
     state.load()
