@@ -85,6 +85,10 @@ class BufferHandle:
     # fd (a FLUSH) before it writes, so this alone commits only at release ("" as the value).
     emptied: bool = False
     committed: bool = False
+    # The last thing the kernel did with this file was a WRITE: it then marks its own cached
+    # size and times stale and asks us again, so the commit needs no invalidation of this
+    # inode when the committed value renders to exactly these bytes.
+    wrote_last: bool = False
 
 
 @dataclass
@@ -123,11 +127,14 @@ class Operations(pyfuse3.Operations):
         self._next_fh = 1
         # Kernel cache invalidation happens in a task of its own (see ``run``): listeners may
         # fire inside our own handlers, where libfuse must not be called back.
-        self._inval_targets: set[str] = set()
+        # target -> the fields whose records changed it (None: anything, e.g. its store files)
+        self._inval_targets: dict[str, set[str] | None] = {}
         self._inval_paths: set[tuple[str, ...]] = set()
         self._inval_gone: set[tuple[str, str]] = set()  # (target, field) deleted: drop the name
         self._inval_asked = 0
         self._inval_done = 0
+        self._inval_calls: list[tuple[int, str | None]] = []  # collected, not yet sent
+        self._inval_busy = False  # the invalidator is in its worker thread
         self._inval_send, self._inval_recv = trio.open_memory_channel[None](1)
         self._inval_cond = trio.Condition()
         state.listeners.append(self._on_records)
@@ -154,12 +161,18 @@ class Operations(pyfuse3.Operations):
                 self._promote(parts)
 
     def _on_records(self, targets: set[str], records: list[Any], local: bool) -> None:
+        pending = self._inval_targets
         for t in targets:
-            self.views.drop(t)
-        self._inval_targets |= targets
+            self.views.drop(t, base=False)  # records change the overlay only
+            if t not in pending:
+                pending[t] = set()
         for r in records:
-            if r.tombstone and r.target in targets:
-                self._inval_gone.add((r.target, r.field))
+            if r.target in targets:
+                fields = pending[r.target]
+                if fields is not None:
+                    fields.add(r.field)
+                if r.tombstone:
+                    self._inval_gone.add((r.target, r.field))
         self._wake()
 
     def _on_files(self, paths: list[str]) -> None:
@@ -168,7 +181,7 @@ class Operations(pyfuse3.Operations):
             if len(parts) >= 2 and parts[0] in self.router.kinds:
                 t = target_of(parts)
                 self.views.drop(t)
-                self._inval_targets.add(t)
+                self._inval_targets[t] = None
             self._inval_paths.add(parts)
         self._wake()
 
@@ -177,51 +190,77 @@ class Operations(pyfuse3.Operations):
         with contextlib.suppress(trio.WouldBlock):
             self._inval_send.send_nowait(None)  # bounded and coalescing: one wake-up is enough
 
+    def _collect(self) -> None:
+        """Turn what changed into kernel calls (cheap, no rendering; run on the loop)."""
+        targets, self._inval_targets = self._inval_targets, {}
+        paths, self._inval_paths = self._inval_paths, set()
+        gone, self._inval_gone = self._inval_gone, set()
+        calls = self._inval_calls  # (inode, None) or (parent inode, name)
+        for t, fields in targets.items():
+            self._invalidate_target(t, fields, calls, gone)
+        for p in paths:
+            self._invalidate_path(p, calls)
+
     async def _invalidator(self) -> None:
         async for _ in self._inval_recv:
             asked = self._inval_asked
-            targets, self._inval_targets = self._inval_targets, set()
-            paths, self._inval_paths = self._inval_paths, set()
-            gone, self._inval_gone = self._inval_gone, set()
-            calls: list[tuple[int, str | None]] = []  # (inode, None) or (parent inode, name)
-            for t in targets:
-                self._invalidate_target(t, calls, gone)
-            for p in paths:
-                self._invalidate_path(p, calls)
+            self._collect()
+            calls, self._inval_calls = self._inval_calls, []
             if calls:
                 # In a thread: the kernel may wait for a page lock held by a writer that
                 # waits for our reply to its WRITE, so the event loop must keep serving.
-                await trio.to_thread.run_sync(_kernel_invalidate, calls)
-            self._inval_done = asked
+                self._inval_busy = True
+                try:
+                    await trio.to_thread.run_sync(_kernel_invalidate, calls)
+                finally:
+                    self._inval_busy = False
+            self._inval_done = max(self._inval_done, asked)
             async with self._inval_cond:
                 self._inval_cond.notify_all()
 
     async def _wait_invalidated(self) -> None:
         """Let the invalidation task catch up, so a ``cat`` right after our ``close()`` sees
-        the change (bounded: a stuck kernel call must not hang the writer)."""
+        the change (bounded: a stuck kernel call must not hang the writer). When what changed
+        needs no kernel call (the usual field write: the kernel holds nothing stale), this
+        returns at once instead of waiting for the task."""
         want = self._inval_asked
+        if self._inval_done >= want:
+            return
+        if not self._inval_busy:
+            self._collect()
+            if not self._inval_calls:
+                self._inval_done = want  # everything asked so far needed no kernel call
+                return
         with trio.move_on_after(1.0):
             async with self._inval_cond:
                 while self._inval_done < want:
                     await self._inval_cond.wait()
 
     def _invalidate_target(
-        self, target: str, calls: list[tuple[int, str | None]], gone: set[tuple[str, str]]
+        self, target: str, fields: set[str] | None, calls: list[tuple[int, str | None]],
+        gone: set[tuple[str, str]],
     ) -> None:
         """Kernel calls for a changed entity; decided from the records, without rendering
-        (a render here would parse YAML once more for every local write)."""
+        (a render here would cost a merge for every local write). ``fields``: the fields
+        the records changed (None: anything may have changed). Only nodes the kernel knows
+        and whose content changed are invalidated; ``_fields/``'s own attributes never
+        depend on the overlay."""
         ent = self.table.known(tuple(target.split("/")))
         if ent is None or not ent.children:
             return
         for name, child in list(ent.children.items()):
-            if name in (doc.INDEX, doc.TAGS_FILE):
+            if name == doc.INDEX or (
+                name == doc.TAGS_FILE and (fields is None or doc.TAGS in fields)
+            ):
                 calls.append((child.ino, None))
                 if not os.path.exists(f"{self._data_s}/{target}/{name}"):
                     calls.append((ent.ino, name))  # a view-only file may have (dis)appeared
             elif name == "_fields":
-                calls.append((child.ino, None))
+                if fields is None:
+                    calls.append((child.ino, None))
                 for fname, f in list((child.children or {}).items()):
-                    calls.append((f.ino, None))
+                    if fields is None or fname in fields:
+                        calls.append((f.ino, None))
                     if (target, fname) in gone:
                         calls.append((child.ino, fname))
 
@@ -407,6 +446,7 @@ class Operations(pyfuse3.Operations):
         for h in self.handles.values() if node.opens else ():
             # an open buffer shows its own size while it is written
             if isinstance(h, BufferHandle) and h.node is node and (h.dirty or h.emptied):
+                h.wrote_last = False  # the kernel now caches this size
                 a = self._attr_or_blank(node)
                 a.st_size = len(h.buf)
                 return a
@@ -672,12 +712,15 @@ class Operations(pyfuse3.Operations):
         keep = True
         h: Handle
         if route in ROUTED:
-            try:
-                data = self._synth(node)
-            except FUSEError:
-                if not (writing and route is Route.FIELD):
-                    raise
-                data = b""  # a field another writer created and has not committed yet
+            if writing and route is Route.FIELD and flags & os.O_TRUNC:
+                data: bytes | None = b""  # replaced entirely: no need to render the value
+            else:
+                try:
+                    data = self._synth(node)
+                except FUSEError:
+                    if not (writing and route is Route.FIELD):
+                        raise
+                    data = b""  # a field another writer created and has not committed yet
             if writing and self._buffered(node, route):
                 if flags & os.O_TRUNC:
                     buf = bytearray()
@@ -762,6 +805,7 @@ class Operations(pyfuse3.Operations):
             h.buf.extend(b"\0" * (off - len(h.buf)))
         h.buf[off : off + len(buf)] = buf
         h.dirty = True
+        h.wrote_last = True
         return len(buf)
 
     async def setattr(self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes,
@@ -775,6 +819,7 @@ class Operations(pyfuse3.Operations):
         if route in (Route.READONLY, Route.PRIVATE):
             self._check_writable(route, what, parts)
         if isinstance(h, BufferHandle):
+            h.wrote_last = False
             if fields.update_size:
                 del h.buf[attr.st_size :]
                 if attr.st_size > len(h.buf):
@@ -790,6 +835,7 @@ class Operations(pyfuse3.Operations):
                 bufs = [b for b in self.handles.values()
                         if isinstance(b, BufferHandle) and b.node is node]
                 for b in bufs:
+                    b.wrote_last = False
                     del b.buf[attr.st_size :]
                     if attr.st_size == 0 and not b.dirty:
                         b.emptied = True
@@ -896,8 +942,23 @@ class Operations(pyfuse3.Operations):
         if isinstance(h, BufferHandle) and h.dirty:
             h.dirty = False  # one commit per close, even if it fails (the write is refused)
             h.committed = True
-            await self._commit(h.node, h.route, bytes(h.buf))
+            data = bytes(h.buf)
+            await self._commit(h.node, h.route, data)
+            if h.wrote_last and h.route is Route.FIELD:
+                self._spare_written(h.node, data)
             await self._wait_invalidated()
+
+    def _spare_written(self, node: Node, data: bytes) -> None:
+        """The field file just written through this inode: if its committed value renders to
+        the very bytes written, the kernel's view of it is already right (it dropped its
+        cached size after the WRITE, and an open for reading drops the pages: generations),
+        so no invalidation round trip for it. Other files of the entity are still queued."""
+        target = target_of(node.parts)
+        fields = self._inval_targets.get(target)
+        if not fields or node.parts[3] not in fields:
+            return
+        if self.views.get(target).field_bytes(node.parts[3]) == data:
+            fields.discard(node.parts[3])
 
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         h = self.handles.get(fh)

@@ -5,17 +5,25 @@ a FUSE round trip, so the result (bytes and exact sizes of ``_index.md``, ``tags
 ``_fields/<f>``) is kept until the entity changes (``drop``, called from the state listeners).
 An entity without overlay entries is served from its base files verbatim and needs no view
 except for its ``_fields/`` folder.
+
+The parsed base document is kept apart from the overlay merge: a journal record changes only
+the overlay, so ``drop(target, base=False)`` (what the record listeners call) keeps the parsed
+base and the next ``get`` only re-merges and re-renders — no YAML parse per field write. A
+change of the store files themselves (``drop`` with ``base=True``, the default) parses again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .document import TAGS, BaseDoc, field_text, render_index, render_tags
+from .document import TAGS, BaseDoc, DocumentError, field_text, merge, render_index, render_tags
 from .hlc import physical_ms
 from .state import NodeState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,6 +57,8 @@ class Views:
         self.state = state
         self.capacity = capacity
         self._cache: OrderedDict[str, EntityView] = OrderedDict()
+        # Parsed bases of views dropped for an overlay change only (consumed by the next build).
+        self._bases: OrderedDict[str, BaseDoc] = OrderedDict()
         self.gen: dict[str, int] = {}  # bumped on every change of a target (keep_cache checks)
 
     def has_overlay(self, target: str) -> bool:
@@ -65,8 +75,16 @@ class Views:
             self._cache.popitem(last=False)
         return v
 
-    def drop(self, target: str) -> None:
-        self._cache.pop(target, None)
+    def drop(self, target: str, base: bool = True) -> None:
+        """The entity changed: its overlay only (``base=False``) or maybe its store files."""
+        v = self._cache.pop(target, None)
+        if base:
+            self._bases.pop(target, None)
+        elif v is not None:
+            self._bases[target] = v.base
+            self._bases.move_to_end(target)
+            if len(self._bases) > self.capacity:
+                self._bases.popitem(last=False)
         self.gen[target] = self.gen.get(target, 0) + 1
 
     def generation(self, target: str) -> int:
@@ -74,7 +92,15 @@ class Views:
 
     def _build(self, target: str) -> EntityView:
         overlay = self.state.overlay.get(target)
-        base, merged = self.state.merged(target)
+        base = self._bases.pop(target, None)
+        if base is None:
+            try:
+                base = self.state.base(target)
+            except DocumentError as exc:
+                # A broken base must not hide the overlay: show the overlay alone and say why.
+                log.error("%s/_index.md: %s", target, exc)
+                base = BaseDoc()
+        merged = merge(base, overlay)
         if not overlay:
             return EntityView(base, merged, False, None, None, 0)
         index = render_index(base, merged).encode("utf-8") if merged or base.front_text else None
