@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from . import record as record_mod
 from .record import Record
 
 
@@ -102,6 +103,10 @@ def _wins(r: Record, cur: Record) -> int:
 
 
 _intern = sys.intern
+# The optional C extension's fast path for apply_all (None when it was not built).
+_apply_fresh: Callable[..., tuple[int, int]] | None = getattr(
+    getattr(record_mod, "_fastjournal", None), "apply_fresh", None
+)
 
 
 class Overlay:
@@ -162,6 +167,16 @@ class Overlay:
         as ``apply`` in one loop with everything in locals (a million calls' worth of method
         and attribute overhead is a sizeable part of replay time). The digest is not kept up
         to date here: ``digest()`` recomputes it once from the winners when next asked."""
+        if _apply_fresh is not None and not self.compacted and isinstance(records, list):
+            # The C extension stores new keys whose seq is next in line (nearly every record
+            # at start-up) and hands every other record to ``apply``, which counts its own.
+            if records:
+                self._digest = None  # winners may change: recomputed on demand
+                applied, entries = _apply_fresh(records, self.origins, self.by_target,
+                                                self.apply)
+                self.applied += applied
+                self.entries += entries
+            return
         origins = self.origins
         by_target = self.by_target
         compacted = self.compacted

@@ -7,6 +7,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cocli_fs import overlay as overlay_mod
 from cocli_fs import record as rec
 from cocli_fs.overlay import Applied, OriginSeqs, Overlay
 from cocli_fs.record import Record
@@ -88,6 +89,17 @@ def test_any_permutation_and_duplication_gives_the_same_state_and_digest(
     assert state(batch) == state(one_by_one) and batch.digest() == one_by_one.digest()
     assert (batch.applied, batch.duplicates, batch.entries) == (
         one_by_one.applied, one_by_one.duplicates, one_by_one.entries
+    )
+    # ... and with the C extension's fast path switched off (the pure-Python loop).
+    saved, overlay_mod._apply_fresh = overlay_mod._apply_fresh, None
+    try:
+        py = Overlay()
+        py.apply_all([*records, *records[:3]])
+    finally:
+        overlay_mod._apply_fresh = saved
+    assert state(py) == state(batch) and py.digest() == batch.digest()
+    assert (py.applied, py.duplicates, py.entries) == (
+        batch.applied, batch.duplicates, batch.entries
     )
     shuffled = data.draw(st.permutations(records))
     dups = data.draw(st.lists(st.sampled_from(records), max_size=20)) if records else []

@@ -263,6 +263,9 @@ def test_the_c_decoder_is_in_use_when_built() -> None:
         pytest.skip("the C extension is not built here (pip install -e . builds it)")
     assert rec.FAST_DECODER
     assert rec._fastjournal is not None and rec.decode_buffer_c is rec._fastjournal.decode_buffer
+    from cocli_fs import overlay
+
+    assert overlay._apply_fresh is rec._fastjournal.apply_fresh
     data = rec.encode(rec.make(hlc=HLC, node_id="n", seq=1, target="companies/x", field="f",
                                value=[1, "a"]))
     assert rec._fastjournal.crc32(data) == zlib.crc32(data)
