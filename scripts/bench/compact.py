@@ -24,6 +24,7 @@ restored and wal/ rewritten, so runs are independent.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
@@ -157,6 +158,7 @@ def main() -> int:
     ap.add_argument(
         "--dir", type=Path, default=Path(tempfile.gettempdir()) / "cocli-fs-bench-compact"
     )
+    ap.add_argument("--json", action="store_true", help="also print the results as JSON (last)")
     args = ap.parse_args()
     touched = args.touched or min(args.records // 2, args.small)
     spread = min(args.records // 5, args.companies)
@@ -208,6 +210,11 @@ def main() -> int:
                 f"{args.companies:,} companies, {name}: {'PASS' if passed else 'FAIL'} "
                 f"({r['seconds']:.2f} s)"
             )
+    if args.json:
+        summary = {"records": args.records, "companies": args.companies, "small": args.small,
+                   "touched": touched, "bar_seconds": BAR_SECONDS, "same_ratio": ratio,
+                   "loadavg_end": os.getloadavg(), "runs": results, "ok": ok}
+        print(json.dumps(summary, indent=2))
     return 0 if ok else 1
 
 

@@ -123,6 +123,7 @@ def bench_latency(nodes: list[Node], n: int) -> dict[str, Any]:
         "p99_ms": round(pct(lat, 99), 3),
         "max_ms": round(max(lat), 3),
         "mean_ms": round(statistics.fmean(lat), 3),
+        "samples_ms": [round(x, 3) for x in lat],  # raw, for scripts/bench/all's charts
     }
 
 
@@ -204,6 +205,7 @@ def bench_latency_mounts(root: Path, n: int, poll_ms: float) -> dict[str, Any]:
             "p99_ms": round(pct(lat, 99), 3),
             "max_ms": round(max(lat), 3),
             "mean_ms": round(statistics.fmean(lat), 3),
+            "samples_ms": [round(x, 3) for x in lat],  # raw, for scripts/bench/all's charts
             "via": "mount",
             "poll_ms": poll_ms,
         }

@@ -23,6 +23,7 @@ ListObjects), GET, HEAD, PUT, DELETE, other.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -200,6 +201,7 @@ def main() -> int:
     ap.add_argument(
         "--rounds", type=int, default=2, help="2: also time a sync with nothing changed"
     )
+    ap.add_argument("--json", action="store_true", help="also print the results as JSON (last)")
     a = ap.parse_args()
 
     env = {**os.environ, **credentials()}
@@ -307,6 +309,17 @@ def main() -> int:
     want = tree_digest(worker)
     same = {"cocli-fs": tree_digest(peer) == want, "aws": tree_digest(peer_aws) == want}
     print(f"peers equal the worker's files: {same}")
+    if a.json:
+        keys = ("aws_push", "aws_pull", "ours_push", "ours_pull")
+        print(json.dumps({
+            "companies": a.companies, "updates": a.updates, "new": a.new, "notes": a.notes,
+            "rounds": [
+                {"case": r[0], **{k: {"seconds": r[1 + 2 * i], "requests": dict(r[2 + 2 * i])}
+                                  for i, k in enumerate(keys)}}
+                for r in rows
+            ],
+            "lists": lists, "speedup": speed, "peers_equal": same,
+        }, indent=2))
     if not all(same.values()):
         return 1
     if not a.keep:
