@@ -917,21 +917,25 @@ class Operations(pyfuse3.Operations):
 
     def _changes(self, target: str, route: Route, parts: tuple[str, ...], text: str
                  ) -> dict[str, Change]:
+        if route is Route.FIELD:
+            # One field: its current value alone (no merge and render of the whole entity).
+            name = parts[3]
+            if not FIELD_RE.match(name):
+                raise DocumentError(f"{name!r} is not a valid field name")
+            present, cur = self.views.field_value(target, name)
+            value = doc.parse_field_text(name, text, cur)
+            changes = {} if present and doc.same_value(cur, value) else {name: value}
+            if value is not TOMBSTONE:
+                _check_value(name, value)
+            return changes
         v: EntityView = self.views.get(target)
         if route is Route.INDEX:
             changes = doc.diff_index(v.fields, text, v.tags_in_front)
-        elif route is Route.TAGS:
+        else:
             check_text(doc.TAGS, text)
             tags = doc.parse_tags(text)
             cur = v.fields.get(doc.TAGS)
             changes = {} if cur is not None and doc.same_value(cur, tags) else {doc.TAGS: tags}
-        else:
-            name = parts[3]
-            if not FIELD_RE.match(name):
-                raise DocumentError(f"{name!r} is not a valid field name")
-            cur = v.fields.get(name)
-            value = doc.parse_field_text(name, text, cur)
-            changes = {} if name in v.fields and doc.same_value(cur, value) else {name: value}
         for k, val in changes.items():
             if val is not TOMBSTONE:
                 _check_value(k, val)
@@ -957,7 +961,8 @@ class Operations(pyfuse3.Operations):
         fields = self._inval_targets.get(target)
         if not fields or node.parts[3] not in fields:
             return
-        if self.views.get(target).field_bytes(node.parts[3]) == data:
+        present, value = self.views.field_value(target, node.parts[3])
+        if present and doc.field_text(node.parts[3], value).encode("utf-8") == data:
             fields.discard(node.parts[3])
 
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:

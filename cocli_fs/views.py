@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 from .document import TAGS, BaseDoc, DocumentError, field_text, merge, render_index, render_tags
@@ -26,15 +25,39 @@ from .state import NodeState
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class EntityView:
-    base: BaseDoc
-    fields: dict[str, Any]  # merged
-    overlay: bool  # the overlay touches this entity (else base files are served verbatim)
-    index: bytes | None  # rendered _index.md (None: none to show)
-    tags: bytes | None  # rendered tags.lst when it is not a plain base file
-    mtime_ns: int  # newest overlay record (0: none)
-    _field_bytes: dict[str, bytes] = field(default_factory=dict)
+    """One entity as shown; ``_index.md`` / ``tags.lst`` bytes are rendered on first use (a
+    field write needs only the merged fields, not a YAML dump of the whole document)."""
+
+    __slots__ = ("_field_bytes", "_index", "_tags", "base", "fields", "mtime_ns", "overlay")
+
+    def __init__(self, base: BaseDoc, fields: dict[str, Any], overlay: bool, mtime_ns: int
+                 ) -> None:
+        self.base = base
+        self.fields = fields  # merged
+        self.overlay = overlay  # the overlay touches this entity (else base files are verbatim)
+        self.mtime_ns = mtime_ns  # newest overlay record (0: none)
+        self._index: bytes | bool | None = False  # False: not rendered yet
+        self._tags: bytes | bool | None = False
+        self._field_bytes: dict[str, bytes] = {}
+
+    @property
+    def index(self) -> bytes | None:
+        """Rendered ``_index.md`` (None: none to show, or no overlay: the base file is served)."""
+        if self._index is False:
+            show = self.overlay and (self.fields or self.base.front_text)
+            self._index = render_index(self.base, self.fields).encode("utf-8") if show else None
+        assert not isinstance(self._index, bool)
+        return self._index
+
+    @property
+    def tags(self) -> bytes | None:
+        """Rendered ``tags.lst`` when it is not a plain base file."""
+        if self._tags is False:
+            show = self.overlay and TAGS in self.fields and TAGS not in self.base.front
+            self._tags = render_tags(self.fields[TAGS]).encode("utf-8") if show else None
+        assert not isinstance(self._tags, bool)
+        return self._tags
 
     @property
     def tags_in_front(self) -> bool:
@@ -57,7 +80,7 @@ class Views:
         self.state = state
         self.capacity = capacity
         self._cache: OrderedDict[str, EntityView] = OrderedDict()
-        # Parsed bases of views dropped for an overlay change only (consumed by the next build).
+        # Parsed base documents, kept across overlay changes (LRU, same capacity).
         self._bases: OrderedDict[str, BaseDoc] = OrderedDict()
         self.gen: dict[str, int] = {}  # bumped on every change of a target (keep_cache checks)
 
@@ -75,37 +98,48 @@ class Views:
             self._cache.popitem(last=False)
         return v
 
+    def field_value(self, target: str, name: str) -> tuple[bool, Any]:
+        """(present, merged value) of one field, without merging or rendering the rest."""
+        v = self._cache.get(target)
+        if v is not None:
+            return name in v.fields, v.fields.get(name)
+        r = self.state.overlay.get(target).get(name)
+        if r is not None:
+            return (False, None) if r.tombstone else (True, r.decoded_value())
+        f = self._base(target).fields()
+        return name in f, f.get(name)
+
     def drop(self, target: str, base: bool = True) -> None:
         """The entity changed: its overlay only (``base=False``) or maybe its store files."""
-        v = self._cache.pop(target, None)
+        self._cache.pop(target, None)
         if base:
             self._bases.pop(target, None)
-        elif v is not None:
-            self._bases[target] = v.base
-            self._bases.move_to_end(target)
-            if len(self._bases) > self.capacity:
-                self._bases.popitem(last=False)
         self.gen[target] = self.gen.get(target, 0) + 1
 
     def generation(self, target: str) -> int:
         return self.gen.get(target, 0)
 
+    def _base(self, target: str) -> BaseDoc:
+        b = self._bases.get(target)
+        if b is not None:
+            self._bases.move_to_end(target)
+            return b
+        try:
+            b = self.state.base(target)
+        except DocumentError as exc:
+            # A broken base must not hide the overlay: show the overlay alone and say why.
+            log.error("%s/_index.md: %s", target, exc)
+            b = BaseDoc()
+        self._bases[target] = b
+        if len(self._bases) > self.capacity:
+            self._bases.popitem(last=False)
+        return b
+
     def _build(self, target: str) -> EntityView:
         overlay = self.state.overlay.get(target)
-        base = self._bases.pop(target, None)
-        if base is None:
-            try:
-                base = self.state.base(target)
-            except DocumentError as exc:
-                # A broken base must not hide the overlay: show the overlay alone and say why.
-                log.error("%s/_index.md: %s", target, exc)
-                base = BaseDoc()
+        base = self._base(target)
         merged = merge(base, overlay)
         if not overlay:
-            return EntityView(base, merged, False, None, None, 0)
-        index = render_index(base, merged).encode("utf-8") if merged or base.front_text else None
-        tags = None
-        if TAGS in merged and TAGS not in base.front:
-            tags = render_tags(merged[TAGS]).encode("utf-8")
+            return EntityView(base, merged, False, 0)
         newest = max(physical_ms(r.hlc) for r in overlay.values()) * 1_000_000
-        return EntityView(base, merged, True, index, tags, newest)
+        return EntityView(base, merged, True, newest)
