@@ -267,6 +267,7 @@ class NodeState:
             "clock_skew_ms": {p: r.skew_ms for p, r in self.clock.peers.items()},
             "skewed_peers": self.clock.skewed_peers(),
             "corrupt_records": len(self.scan.corrupt),
+            "dirty": len(self.dirty),  # files not pushed to S3 yet (the sync service agrees)
         }
 
 
