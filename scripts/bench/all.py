@@ -575,9 +575,8 @@ def render(data: dict[str, Any]) -> str:
         "",
         f"* **date**: {data['date']} (UTC); whole run {data['wall_s'] / 60:.1f} min",
         f"* **machine**: {m['nproc']} cores, Python {m['python']}, {m['system']}; load average "
-        f"{fmt_load(m['load_before'])} before, {fmt_load(m['load_after'])} after. The machine "
-        "was shared with other engineers' builds, tests and benchmarks (load ≈ 6 on 2 cores), "
-        "so wall times include waiting for a CPU; ratios within one run are the fairer numbers.",
+        f"{fmt_load(m['load_before'])} before, {fmt_load(m['load_after'])} after (1/5/15 min)."
+        + load_note(data),
         f"* **command**: `{data['command'].replace(' --no-doc', '')}`",
         f"* **scale**: {data['scale']} — the §9 bars are stated for the full sizes; at smaller "
         "scales a bar is still applied to the number measured, as is.",
@@ -631,6 +630,24 @@ def build_section(name: str, entry: dict[str, Any], charts: Charts) -> tuple[lis
     if name == "compact":
         return sec_compact(entry, charts)
     return sec_s3(r, charts)
+
+
+def load_note(data: dict[str, Any]) -> str:
+    """Say so when other work competed for the CPU (the highest 1-minute load seen)."""
+    nproc = data["machine"]["nproc"] or 1
+    peak = max(
+        [data["machine"]["load_before"][0], data["machine"]["load_after"][0]]
+        + [e[k][0] for e in data["runs"].values() for k in ("load_before", "load_after")]
+    )
+    before = data["machine"]["load_before"][0]
+    if before <= nproc / 2 and peak <= nproc:
+        return ""
+    return (
+        f" Other work shared the machine: the 1-minute load was {before:.1f} on {nproc} cores "
+        f"before this run started and up to {peak:.1f} during it (other engineers' builds, tests "
+        "and benchmarks), so wall times include waiting for a CPU; ratios within one run are "
+        "the fairer numbers."
+    )
 
 
 def fmt_load(la: list[float]) -> str:
