@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -92,29 +93,41 @@ def parse_json(out: str) -> Any:
     return found
 
 
-def run_script(name: str, argv: list[str], work: Path, timeout: float) -> dict[str, Any]:
+def run_script(
+    name: str, argv: list[str], work: Path, timeout: float, tag: str = ""
+) -> dict[str, Any]:
     cmd = [str(PY.relative_to(ROOT)), "-u", f"scripts/bench/{name}.py", *argv, "--json"]
-    log = work / f"{name}{'-' + argv[argv.index('-m') + 1] if name == 'compact' else ''}.log"
+    log = work / f"{name}{'-' + tag if tag else ''}.log"
     print(f"bench/all: {shlex.join(cmd)}  (log: {log})", flush=True)
     load0 = os.getloadavg()
     t0 = time.monotonic()
     entry: dict[str, Any] = {"command": shlex.join(cmd), "load_before": load0, "log": str(log)}
-    try:
-        with open(log, "w") as f:
-            p = subprocess.run(
-                cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=f, text=True, timeout=timeout
-            )
-        f_out = p.stdout
-        with open(log, "a") as f:
-            f.write("\n--- stdout ---\n" + f_out)
-        entry["rc"] = p.returncode
+    with open(log, "w") as f:
+        # Its own process group: on a timeout the whole benchmark (mounts, nodes, servers) gets
+        # SIGINT first, so the scripts' finally blocks unmount and stop what they started.
+        p = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=f, text=True, start_new_session=True
+        )
         try:
-            entry["result"] = parse_json(f_out)
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGINT)
+            try:
+                out, _ = p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                out, _ = p.communicate()
+            entry["timed_out"] = True
+    with open(log, "a") as f:
+        f.write("\n--- stdout ---\n" + out)
+    entry["rc"] = p.returncode
+    if entry.get("timed_out"):
+        entry["error"] = f"timed out after {timeout:.0f} s (see {log})"
+    else:
+        try:
+            entry["result"] = parse_json(out)
         except ValueError as e:
             entry["error"] = f"exit {p.returncode}, {e} (see {log})"
-    except subprocess.TimeoutExpired:
-        entry["rc"] = None
-        entry["error"] = f"timed out after {timeout:.0f} s (see {log})"
     entry["wall_s"] = time.monotonic() - t0
     entry["load_after"] = os.getloadavg()
     state = entry.get("error") or f"exit {entry['rc']}"
@@ -130,14 +143,15 @@ def run_all(scale: str, only: list[str], work: Path) -> dict[str, Any]:
         argv = list(SCALES[scale][name])
         if name == "compact":
             argv += ["--dir", str(work / "compact-trees")]
-            runs["compact"] = run_script(name, argv, work, TIMEOUT_S[scale])
+            big = argv[argv.index("-m") + 1] if "-m" in argv else "300000"
+            runs["compact"] = run_script(name, argv, work, TIMEOUT_S[scale], tag=big)
             extra = []
             small = argv[argv.index("-s") + 1] if "-s" in argv else "3000"
             for m in COMPACT_EXTRA[scale]:
                 a2 = [*SCALES[scale][name], "--dir", str(work / "compact-trees")]
                 a2 = _set_flag(a2, "-m", m)
                 a2 = _set_flag(a2, "-s", small)
-                extra.append(run_script(name, a2, work, TIMEOUT_S[scale]))
+                extra.append(run_script(name, a2, work, TIMEOUT_S[scale], tag=m))
             runs["compact"]["extra"] = extra
         elif name == "s3sync":
             argv += ["--dir", str(work / "s3sync")]
