@@ -6,7 +6,6 @@ benchmark trees of 300,000 companies can be built in reasonable time.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,5 +124,4 @@ def write_tree(root: Path, n: int, seed: int = 7, notes_every: int = 0) -> list[
     for i, c in enumerate(companies(n, seed)):
         write_company(root, c, notes=1 if notes_every and i % notes_every == 0 else 0)
         out.append(c)
-    os.sync()
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from . import config as config_mod
@@ -42,6 +43,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         state.close()
     info.setdefault("peers", [])
     info.setdefault("dirty", 0)
+    sync_state = data.private / "s3sync.json"  # rewritten by every sync that got anywhere
+    if "last_sync" not in info and sync_state.exists():
+        info["last_sync"] = sync_state.stat().st_mtime
     info["mounted"] = False
     return info
 
@@ -56,6 +60,17 @@ def render(info: dict[str, Any]) -> str:
         ("overlay entries", info.get("overlay_entries", 0)),
         ("dirty files", info["dirty"]),
     ]
+    if info.get("mountpoint"):
+        rows.insert(2, ("mountpoint", info["mountpoint"]))
+    last = info.get("last_sync")
+    if isinstance(last, (int, float)):
+        rows.append(("last S3 sync", f"{max(0.0, time.time() - last):.0f} s ago"))
+    if info.get("last_sync_error"):
+        rows.append(("last sync error", info["last_sync_error"]))
+    if info.get("corrupt_records"):
+        rows.append(("corrupt records", f"{info['corrupt_records']} (skipped; see the log)"))
+    for peer, skew in sorted((info.get("skewed_peers") or {}).items()):
+        rows.append(("clock ahead", f"{peer} by {skew / 1000:.1f} s"))
     out = [f"{k:<18} {v}" for k, v in rows]
     if info.get("origins"):
         out.append("origins (contiguous seq):")
