@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -182,6 +183,9 @@ def _group(records: Iterable[Record]) -> dict[str, list[bytes]]:
 # --- writing our own journal --------------------------------------------------------------------
 
 
+_INLINE_YIELDS = 6  # scheduler passes an inline batch waits for more appenders
+
+
 class JournalWriter:
     """Appends this node's records. Sequence numbers are assigned in append order, so the file
     order of one node's records is its sequence order."""
@@ -198,6 +202,15 @@ class JournalWriter:
         self._failed: dict[int, OSError] = {}
         self._lock = trio.Lock()
         self.batches = 0  # fsync'ed batches (group commit makes this < appends)
+        self.appends = 0  # append() calls that wrote records
+        # A batch whose previous write+fsync took less than this (seconds) is written on the
+        # event loop itself; 0 (the default) always uses a worker thread. Why: a worker thread
+        # needs the GIL back after each syscall, and a busy loop (a FUSE mount serving many
+        # writers) keeps it for up to the interpreter's switch interval, so a 0.2 ms fdatasync
+        # cost 1-2 ms through a thread. A slow disk (one sync over the bound) goes back to the
+        # thread until a sync is fast again.
+        self.inline_sync_under = 0.0
+        self._last_sync = 0.0
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -216,6 +229,7 @@ class JournalWriter:
             return
         self._pending.extend(records)
         self._issued += 1
+        self.appends += 1
         ticket = self._issued
         # Shielded: once queued, the records carry sequence numbers and some batch will write
         # them. Letting a cancelled appender walk away would leave them unwritten until the next
@@ -229,10 +243,18 @@ class JournalWriter:
                 raise self._failed.pop(ticket)
             if self._durable >= ticket:
                 return
+            inline = self._last_sync < self.inline_sync_under
+            if inline:
+                # Let appenders already on their way (requests the loop has read) join us.
+                for _ in range(_INLINE_YIELDS):
+                    await trio.lowlevel.checkpoint()
             batch, self._pending = self._pending, []
             upto = self._issued
             try:
-                await trio.to_thread.run_sync(self.write_sync, batch)
+                if inline:
+                    self._timed_write(batch)
+                else:
+                    await trio.to_thread.run_sync(self._timed_write, batch)
             except OSError as exc:
                 # Every appender in this batch gets the error; none of them was acknowledged.
                 for t in range(self._durable + 1, upto + 1):
@@ -241,6 +263,11 @@ class JournalWriter:
                 self._durable = upto
                 raise
             self._durable = upto
+
+    def _timed_write(self, batch: list[Record]) -> None:
+        t = time.perf_counter()
+        self.write_sync(batch)
+        self._last_sync = time.perf_counter() - t
 
     async def retire(self, files: list[tuple[Path, int]]) -> list[Path]:
         """Delete fully compacted journal files, each only if it still has the size it had when
