@@ -184,6 +184,7 @@ def _group(records: Iterable[Record]) -> dict[str, list[bytes]]:
 
 
 _INLINE_YIELDS = 6  # scheduler passes an inline batch waits for more appenders
+_INLINE_RETRY = 16
 
 
 class JournalWriter:
@@ -208,9 +209,11 @@ class JournalWriter:
         # needs the GIL back after each syscall, and a busy loop (a FUSE mount serving many
         # writers) keeps it for up to the interpreter's switch interval, so a 0.2 ms fdatasync
         # cost 1-2 ms through a thread. A slow disk (one sync over the bound) goes back to the
-        # thread until a sync is fast again.
+        # thread; every _INLINE_RETRY-th threaded batch tries the loop again (a sync timed in a
+        # thread includes its GIL waits, so it alone might never look fast again).
         self.inline_sync_under = 0.0
         self._last_sync = 0.0
+        self._threaded = 0
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -243,7 +246,12 @@ class JournalWriter:
                 raise self._failed.pop(ticket)
             if self._durable >= ticket:
                 return
-            inline = self._last_sync < self.inline_sync_under
+            slow = self._last_sync >= self.inline_sync_under
+            if slow:
+                self._threaded += 1
+            inline = self.inline_sync_under > 0 and (
+                not slow or self._threaded % _INLINE_RETRY == 0
+            )
             if inline:
                 # Let appenders already on their way (requests the loop has read) join us.
                 for _ in range(_INLINE_YIELDS):
