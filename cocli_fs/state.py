@@ -268,6 +268,9 @@ class NodeState:
             "skewed_peers": self.clock.skewed_peers(),
             "corrupt_records": len(self.scan.corrupt),
             "dirty": len(self.dirty),  # files not pushed to S3 yet (the sync service agrees)
+            # group commit at work: fsync'ed batches vs appends (equal: no batching)
+            "journal_appends": self.journal.appends if self.journal else 0,
+            "journal_batches": self.journal.batches if self.journal else 0,
         }
 
 
