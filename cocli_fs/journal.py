@@ -214,6 +214,7 @@ class JournalWriter:
         self.inline_sync_under = 0.0
         self._last_sync = 0.0
         self._threaded = 0
+        self._writing: trio.Event | None = None  # set while a batch is being written
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -241,36 +242,51 @@ class JournalWriter:
             await self._flush(ticket)
 
     async def _flush(self, ticket: int) -> None:
-        async with self._lock:
+        # Appenders that arrive while a batch is being written wait for that batch to end (an
+        # Event wakes them all at once) rather than queueing on the lock, where each would take
+        # and release it in turn only to find its records already durable.
+        while True:
             if ticket in self._failed:
                 raise self._failed.pop(ticket)
             if self._durable >= ticket:
                 return
-            slow = self._last_sync >= self.inline_sync_under
-            if slow:
-                self._threaded += 1
-            inline = self.inline_sync_under > 0 and (
-                not slow or self._threaded % _INLINE_RETRY == 0
-            )
-            if inline:
-                # Let appenders already on their way (requests the loop has read) join us.
-                for _ in range(_INLINE_YIELDS):
-                    await trio.lowlevel.checkpoint()
-            batch, self._pending = self._pending, []
-            upto = self._issued
+            if self._writing is not None:
+                await self._writing.wait()
+                continue
+            self._writing = trio.Event()
             try:
-                if inline:
-                    self._timed_write(batch)
-                else:
-                    await trio.to_thread.run_sync(self._timed_write, batch)
-            except OSError as exc:
-                # Every appender in this batch gets the error; none of them was acknowledged.
-                for t in range(self._durable + 1, upto + 1):
-                    if t != ticket:
-                        self._failed[t] = exc
-                self._durable = upto
-                raise
+                async with self._lock:  # retire() holds it too
+                    await self._write_batch(ticket)
+            finally:
+                done, self._writing = self._writing, None
+                done.set()
+
+    async def _write_batch(self, ticket: int) -> None:
+        slow = self._last_sync >= self.inline_sync_under
+        if slow:
+            self._threaded += 1
+        inline = self.inline_sync_under > 0 and (
+            not slow or self._threaded % _INLINE_RETRY == 0
+        )
+        if inline:
+            # Let appenders already on their way (requests the loop has read) join us.
+            for _ in range(_INLINE_YIELDS):
+                await trio.lowlevel.checkpoint()
+        batch, self._pending = self._pending, []
+        upto = self._issued
+        try:
+            if inline:
+                self._timed_write(batch)
+            else:
+                await trio.to_thread.run_sync(self._timed_write, batch)
+        except OSError as exc:
+            # Every appender in this batch gets the error; none of them was acknowledged.
+            for t in range(self._durable + 1, upto + 1):
+                if t != ticket:
+                    self._failed[t] = exc
             self._durable = upto
+            raise
+        self._durable = upto
 
     def _timed_write(self, batch: list[Record]) -> None:
         t = time.perf_counter()
