@@ -214,7 +214,7 @@ class JournalWriter:
         self.inline_sync_under = 0.0
         self._last_sync = 0.0
         self._threaded = 0
-        self._writing: trio.Event | None = None  # set while a batch is being written
+        self._last_batch = 0  # appends in the last batch
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -242,30 +242,20 @@ class JournalWriter:
             await self._flush(ticket)
 
     async def _flush(self, ticket: int) -> None:
-        # Appenders that arrive while a batch is being written wait for that batch to end (an
-        # Event wakes them all at once) rather than queueing on the lock, where each would take
-        # and release it in turn only to find its records already durable.
-        while True:
+        async with self._lock:
             if ticket in self._failed:
                 raise self._failed.pop(ticket)
             if self._durable >= ticket:
                 return
-            if self._writing is not None:
-                await self._writing.wait()
-                continue
-            self._writing = trio.Event()
-            try:
-                async with self._lock:  # retire() holds it too
-                    await self._write_batch(ticket)
-            finally:
-                done, self._writing = self._writing, None
-                done.set()
+            await self._write_batch(ticket)
 
     async def _write_batch(self, ticket: int) -> None:
         slow = self._last_sync >= self.inline_sync_under
         if slow:
             self._threaded += 1
-        inline = self.inline_sync_under > 0 and (
+        # Inline only for a lone appender: with several, the loop has requests to serve while
+        # a worker thread syncs, and that overlap is worth more than the saved thread hop.
+        inline = self.inline_sync_under > 0 and self._last_batch <= 1 and (
             not slow or self._threaded % _INLINE_RETRY == 0
         )
         if inline:
@@ -274,6 +264,7 @@ class JournalWriter:
                 await trio.lowlevel.checkpoint()
         batch, self._pending = self._pending, []
         upto = self._issued
+        self._last_batch = upto - self._durable
         try:
             if inline:
                 self._timed_write(batch)
