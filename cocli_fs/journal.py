@@ -204,11 +204,11 @@ class JournalWriter:
         self._lock = trio.Lock()
         self.batches = 0  # fsync'ed batches (group commit makes this < appends)
         self.appends = 0  # append() calls that wrote records
-        # A batch whose previous write+fsync took less than this (seconds) is written on the
-        # event loop itself; 0 (the default) always uses a worker thread. Why: a worker thread
-        # needs the GIL back after each syscall, and a busy loop (a FUSE mount serving many
-        # writers) keeps it for up to the interpreter's switch interval, so a 0.2 ms fdatasync
-        # cost 1-2 ms through a thread. A slow disk (one sync over the bound) goes back to the
+        # When the previous batch held one append and its write+fsync took less than this
+        # (seconds), the next is written on the event loop itself; 0 (the default) always uses
+        # a worker thread. Why: the thread hop (two wake-ups, and the GIL back after each
+        # syscall) cost a sequential writer more than the 0.2-0.4 ms fdatasync itself. A slow
+        # disk (one sync over the bound) goes back to the
         # thread; every _INLINE_RETRY-th threaded batch tries the loop again (a sync timed in a
         # thread includes its GIL waits, so it alone might never look fast again).
         self.inline_sync_under = 0.0

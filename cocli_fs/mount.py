@@ -99,8 +99,8 @@ async def serve(
     router = Router(cfg.mount.kinds, cfg.mount.routes)
     ops = Operations(state, router)
     if state.journal is not None:
-        # Field writes through the mount: fsync on the loop while the disk is fast (see
-        # JournalWriter.inline_sync_under); a thread hop cost more than the fsync itself.
+        # A lone writer's field writes: fsync on the loop while the disk is fast (see
+        # JournalWriter.inline_sync_under); the thread hop cost more than the fsync itself.
         state.journal.inline_sync_under = INLINE_SYNC_UNDER
     control = ControlServer(state.data.private)
     services = build_services(state, control)
