@@ -341,7 +341,13 @@ def main() -> int:
     p.add_argument("-l", "--loss", type=float, default=0.2, help="datagram loss for convergence")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--poll-ms", type=float, default=0.5, help="peer mount poll period")
+    p.add_argument(
+        "--poll-ms",
+        type=float,
+        default=2.0,
+        help="peer mount poll period (each poll is ~5 FUSE requests to the measured mount: "
+        "polling much faster loads the process being measured)",
+    )
     p.add_argument(
         "--headless-only", action="store_true", help="skip the latency through FUSE mounts"
     )
