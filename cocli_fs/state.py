@@ -144,26 +144,25 @@ class NodeState:
     def stamp(self, target: str, changes: Mapping[str, Change]) -> list[Record]:
         """Turn field changes into records of ours (validated; raises RecordError)."""
         assert self.journal is not None, "load() first"
-        out = []
-        for name in changes:  # validate all before taking any sequence number
-            rec.check_text("field", name)
-        for name, value in changes.items():
-            tomb = value is TOMBSTONE
-            out.append(
-                rec.make(
-                    hlc=self.clock.now(),
-                    node_id=self.node,
-                    seq=0,
-                    target=target,
-                    field=name,
-                    value=None if tomb else value,
-                    tombstone=tomb,
-                    campaign_name=self.config.campaign,
-                    environment=self.config.environment,
-                )
+        first = self.journal.next_seq
+        out = [
+            rec.make(
+                hlc=self.clock.now(),
+                node_id=self.node,
+                seq=first + i,
+                target=target,
+                field=name,
+                value=None if value is TOMBSTONE else value,
+                tombstone=value is TOMBSTONE,
+                campaign_name=self.config.campaign,
+                environment=self.config.environment,
             )
-        # Sequence numbers only once every record is known to be valid: no gaps from errors.
-        return [_with_seq(r, self.journal.take_seq()) for r in out]
+            for i, (name, value) in enumerate(changes.items())
+        ]
+        # The numbers are taken only once every record is known to be valid (make raised
+        # otherwise), so a refused write leaves no gap in our sequence.
+        self.journal.next_seq = first + len(out)
+        return out
 
     async def write_fields(self, target: str, changes: Mapping[str, Change]) -> list[Record]:
         """Durably journal field changes, then make them visible. Returns the records."""
@@ -284,12 +283,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def _with_seq(r: Record, seq: int) -> Record:
-    from dataclasses import replace
-
-    return replace(r, seq=seq)
 
 
 def _read_text(path: Path) -> str | None:
