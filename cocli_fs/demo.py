@@ -26,6 +26,7 @@ from typing import Any
 
 from . import sample
 from .locals3 import LocalS3, credentials, free_port
+from .locals3 import client as s3_client
 
 NODES = ("hub", "worker-1", "worker-2")
 BUCKET = "cocli-demo"
@@ -200,16 +201,7 @@ def run(workdir: Path) -> None:
     for node in nodes:
         node.data.mkdir(parents=True)
         _write_config(node, [p for p in nodes if p is not node], s3.endpoint, key)
-    import boto3
-
-    creds = credentials()
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint,
-        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
-        region_name=creds["AWS_DEFAULT_REGION"],
-    )
+    client = s3_client(s3.endpoint)
     client.create_bucket(Bucket=BUCKET)
     _say(f"    S3 endpoint {s3.endpoint}, bucket {BUCKET}; nodes: {', '.join(NODES)}")
 

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -74,3 +75,17 @@ def credentials() -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     }
+
+
+def client(endpoint: str) -> Any:
+    """A plain boto3 S3 client for the local server (to seed or inspect a bucket)."""
+    import boto3  # only the callers that talk to the bucket directly pay for the import
+
+    creds = credentials()
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=creds["AWS_DEFAULT_REGION"],
+        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+    )

@@ -11,12 +11,10 @@ import contextlib
 import itertools
 import os
 from collections.abc import Iterator
-from typing import Any
 
-import boto3
 import pytest
 
-from cocli_fs.locals3 import LocalS3, credentials
+from cocli_fs.locals3 import LocalS3, client, credentials
 
 _bucket_no = itertools.count(1)
 
@@ -40,18 +38,6 @@ def moto_server(enforce_auth: bool = False) -> Iterator[str]:
         yield server.endpoint
     finally:
         server.stop()
-
-
-def client(endpoint: str) -> Any:
-    """A plain boto3 client for the test server (to inspect or seed the bucket)."""
-    creds = credentials()
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=creds["AWS_DEFAULT_REGION"],
-        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 @pytest.fixture(scope="session")
