@@ -81,6 +81,10 @@ class HubConfig:
 class MountConfig:
     entry_timeout: float = 10.0  # kernel may cache names/attrs this long; we invalidate on change
     attr_timeout: float = 10.0
+    # After answering a request, poll for the next one this long before sleeping (needs the
+    # patched pyfuse3, scripts/build-pyfuse3): a sequential client (cat, stat, find) sends it
+    # a few microseconds after our reply, and sleeping costs ~80 µs. 0 turns polling off.
+    poll_spin_us: float = 50.0
     kinds: list[str] = field(default_factory=lambda: ["companies", "people"])
     # Extra routing rules, tried before the defaults: [{pattern = "...", route = "..."}].
     routes: list[dict[str, str]] = field(default_factory=list)
@@ -132,6 +136,7 @@ _DURATIONS = {
     "hub": {"interval"},
     "mount": {"entry_timeout", "attr_timeout"},
 }
+_NUMBERS = {"mount": {"poll_spin_us"}}  # plain non-negative numbers
 
 
 def _section(cls: type, table: dict[str, Any], name: str) -> Any:
@@ -142,6 +147,11 @@ def _section(cls: type, table: dict[str, Any], name: str) -> Any:
             continue
         if f.name in _DURATIONS.get(name, ()):
             kwargs[f.name] = parse_duration(table.pop(f.name), f"[{name}] {f.name}")
+        elif f.name in _NUMBERS.get(name, ()):
+            v = _take(table, f.name, (int, float), f"[{name}] ")
+            if v < 0:
+                raise ConfigError(f"[{name}] {f.name}: must not be negative")
+            kwargs[f.name] = float(v)
         elif f.name in ("peers", "kinds"):
             v = _take(table, f.name, list, f"[{name}] ")
             if not all(isinstance(x, str) for x in v):

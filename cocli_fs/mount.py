@@ -77,6 +77,8 @@ def take_lock(private: Path) -> int:
     return fd
 
 
+# The faster receive loop and FOPEN_NOFLUSH of scripts/pyfuse3_patch.py (docs/mount.md).
+PATCHED_PYFUSE3 = bool(getattr(pyfuse3, "COCLI_FS_PATCH", ""))
 INLINE_SYNC_UNDER = 0.002  # seconds: a journal fsync slower than this goes to a thread
 
 
@@ -116,10 +118,16 @@ async def serve(
         info["mountpoint"] = str(mnt)
         info["pid"] = os.getpid()
         info["refused_writes"] = ops.refused
+        info["pyfuse3_patch"] = PATCHED_PYFUSE3
         return info
 
     control.register("status", status)
     pyfuse3.init(ops, str(mnt), fuse_options(debug))
+    if PATCHED_PYFUSE3:
+        pyfuse3.set_poll_spin(cfg.mount.poll_spin_us)  # type: ignore[attr-defined]
+    else:
+        log.warning("stock pyfuse3: every request waits on the event loop (run "
+                    "scripts/build-pyfuse3 for the faster receive loop and FOPEN_NOFLUSH)")
     unmounted = False
     try:
         async with trio.open_nursery() as nursery:
