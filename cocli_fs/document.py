@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from . import frontmatter
 from .record import KIND_TOMBSTONE, Record, RecordError, check_text, decode_value, encode_value
 
 DESCRIPTION = "description"
@@ -68,6 +69,12 @@ _Loader.yaml_implicit_resolvers = {
 
 def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
+
+
+def load_front(text: str) -> Any:
+    """Front-matter YAML: the fast reader for cocli's plain shape, PyYAML for the rest."""
+    fast = frontmatter.load(text, _Loader.yaml_implicit_resolvers)
+    return fast if fast is not None else yaml_load(text)
 
 
 def yaml_dump(data: Mapping[str, Any]) -> str:
@@ -125,7 +132,7 @@ def parse_index(text: str) -> BaseDoc:
     front: dict[str, Any] = {}
     if front_text is not None and front_text.strip():
         try:
-            data = yaml_load(front_text)
+            data = load_front(front_text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 2})" if mark is not None else ""
