@@ -24,6 +24,9 @@ _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?$")
 _BOOL = {"yes": True, "no": False, "true": True, "false": False, "on": True, "off": False}
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 _FAIL = object()
+# Keys repeat in every file: whether PyYAML reads one as a plain string is remembered. (Keyed
+# by the key alone: every caller passes the same resolvers, those of document._Loader.)
+_PLAIN_KEYS: dict[str, bool] = {}
 
 Resolvers = dict[str | None, list[tuple[str, "re.Pattern[str]"]]]
 ByFirst = dict[str | None, tuple[tuple[str, "re.Pattern[str]"], ...]]
@@ -45,7 +48,12 @@ def load(text: str, resolvers: Resolvers) -> dict[str, Any] | None:
         if m is None:
             return None
         key, rest = m.groups()
-        if key in out or _tag(key, resolvers) is not None:
+        plain_key = _PLAIN_KEYS.get(key)
+        if plain_key is None:
+            plain_key = _tag(key, resolvers) is None
+            if len(_PLAIN_KEYS) < 4096:
+                _PLAIN_KEYS[key] = plain_key
+        if key in out or not plain_key:
             return None  # a repeated key, or one PyYAML reads as null/bool/number
         if rest is not None and rest.strip(" "):
             value = _scalar(rest, resolvers)

@@ -130,6 +130,7 @@ class Operations(pyfuse3.Operations):
         self.entry_timeout = state.config.mount.entry_timeout
         self.attr_timeout = state.config.mount.attr_timeout
         self.handles: dict[int, Handle | DirHandle] = {}
+        self.writers = 0  # open BufferHandles: appenders the journal may batch together
         self._next_fh = 1
         # Kernel cache invalidation happens in a task of its own (see ``run``): listeners may
         # fire inside our own handlers, where libfuse must not be called back.
@@ -634,7 +635,13 @@ class Operations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = h
+        if isinstance(h, BufferHandle):
+            self.writers += 1
         return fh
+
+    def company(self) -> bool:
+        """Is another routed file open for writing (an append that may join the next batch)?"""
+        return self.writers > 1
 
     async def create(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int,
                      flags: int, ctx: pyfuse3.RequestContext
@@ -992,6 +999,8 @@ class Operations(pyfuse3.Operations):
             return
         node = h.node
         node.opens -= 1
+        if isinstance(h, BufferHandle):
+            self.writers -= 1
         if isinstance(h, BufferHandle) and (h.dirty or (h.emptied and not h.committed)):
             # Emptied and never written (``: > f``), or written but never flushed.
             with contextlib.suppress(FUSEError):

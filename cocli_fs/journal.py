@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,6 +215,9 @@ class JournalWriter:
         self._last_sync = 0.0
         self._threaded = 0
         self._last_batch = 0  # appends in the last batch
+        # Set by the mount: are other writers about to append (files open for writing)? None:
+        # nobody knows, so an inline batch waits a few scheduler passes for them.
+        self.company: Callable[[], bool] | None = None
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -255,10 +258,12 @@ class JournalWriter:
             self._threaded += 1
         # Inline only for a lone appender: with several, the loop has requests to serve while
         # a worker thread syncs, and that overlap is worth more than the saved thread hop.
-        inline = self.inline_sync_under > 0 and self._last_batch <= 1 and (
+        company = self.company() if self.company is not None else None
+        alone = self._last_batch <= 1 if company is None else not company
+        inline = self.inline_sync_under > 0 and alone and (
             not slow or self._threaded % _INLINE_RETRY == 0
         )
-        if inline:
+        if inline and company is None:
             # Let appenders already on their way (requests the loop has read) join us.
             for _ in range(_INLINE_YIELDS):
                 await trio.lowlevel.checkpoint()

@@ -104,6 +104,7 @@ async def serve(
         # A lone writer's field writes: fsync on the loop while the disk is fast (see
         # JournalWriter.inline_sync_under); the thread hop cost more than the fsync itself.
         state.journal.inline_sync_under = INLINE_SYNC_UNDER
+        state.journal.company = ops.company
     control = ControlServer(state.data.private)
     services = build_services(state, control)
 

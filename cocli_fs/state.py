@@ -243,8 +243,8 @@ class NodeState:
 
     def base(self, target: str) -> BaseDoc:
         """The entity's base document from the store (raises DocumentError if it is broken)."""
-        d = self.data.entity(target)
-        return load_base(_read_text(d / "_index.md"), _read_text(d / "tags.lst"))
+        d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
+        return load_base(_read_text(d + "_index.md"), _read_text(d + "tags.lst"))
 
     def merged(self, target: str) -> tuple[BaseDoc, dict[str, Any]]:
         try:
@@ -285,9 +285,23 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: Path | str) -> str | None:
+    """A small file as text with universal newlines, as ``open(path).read()`` gives it, at a
+    fifth of the cost (no buffered text stream; each cold entity reads two of these)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        data = os.read(fd, 1 << 16)
+        if len(data) == 1 << 16:
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
