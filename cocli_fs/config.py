@@ -84,7 +84,7 @@ class MountConfig:
     # After answering a request, poll for the next one this long before sleeping (needs the
     # patched pyfuse3, scripts/build-pyfuse3): a sequential client (cat, stat, find) sends it
     # a few microseconds after our reply, and sleeping costs ~80 µs. 0 turns polling off.
-    poll_spin_us: float = 50.0
+    poll_spin_us: float = 200.0
     kinds: list[str] = field(default_factory=lambda: ["companies", "people"])
     # Extra routing rules, tried before the defaults: [{pattern = "...", route = "..."}].
     routes: list[dict[str, str]] = field(default_factory=list)
