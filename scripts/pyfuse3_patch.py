@@ -10,8 +10,9 @@ Two changes, each small and each a candidate for upstream; cocli-fs detects them
    non-blocking; a worker takes a request that is already queued at once and, after
    answering one, polls the fd for a few microseconds (``set_poll_spin``) because a
    sequential client (``cat``, ``stat``, ``find``) sends its next request right after our
-   reply. Only when nothing comes does it wait on the fd as before. A worker that never waits
-   yields to the other trio tasks at least once per millisecond.
+   reply. Only when nothing comes does it wait on the fd as before. The polling releases the
+   GIL (worker threads run meanwhile); a worker that never waits yields to the other trio
+   tasks at least once per millisecond.
 2. ``FileInfo(noflush=True)`` (``FOPEN_NOFLUSH``, Linux 5.16+): ``close()`` of a file opened
    for reading sends no FLUSH request (one of the three requests of a warm ``cat``).
 
@@ -79,10 +80,17 @@ def patch(root: Path) -> None:
          "    global _poll_spin\n"
          "    _poll_spin = microseconds / 1e6\n"
          "\n"
-         "cdef double _now():\n"
+         "cdef double _now() noexcept nogil:\n"
          "    cdef timespec ts\n"
          "    clock_gettime(CLOCK_MONOTONIC, &ts)\n"
-         "    return ts.tv_sec + ts.tv_nsec / 1e9\n")
+         "    return ts.tv_sec + ts.tv_nsec / 1e9\n"
+         "\n"
+         "cdef int _poll_receive(fuse_buf *buf, double until) noexcept nogil:\n"
+         "    # Poll the non-blocking fd until a request comes or until ``until``.\n"
+         "    cdef int res = -errno.EAGAIN\n"
+         "    while res == -errno.EAGAIN and _now() < until:\n"
+         "        res = fuse_session_receive_buf(session, buf)\n"
+         "    return res\n")
     edit(init, "from posix.time cimport timespec\n",
          "from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC\n")
 
@@ -95,9 +103,10 @@ def patch(root: Path) -> None:
                    "        res = fuse_session_receive_buf(session, &buf)\n",
          "        res = fuse_session_receive_buf(session, &buf)\n"
          "        if res == -errno.EAGAIN and hot:\n"
+         "            # Without the GIL: worker threads (fsync, readahead) run meanwhile.\n"
          "            until = _now() + _poll_spin\n"
-         "            while res == -errno.EAGAIN and _now() < until:\n"
-         "                res = fuse_session_receive_buf(session, &buf)\n"
+         "            with nogil:\n"
+         "                res = _poll_receive(&buf, until)\n"
          "        hot = False\n"
          "        if res == -errno.EAGAIN:\n"
          "            if not await _wait_fuse_readable():\n"
