@@ -55,6 +55,12 @@ def test_the_design_keys_parse(tmp_path: Path) -> None:
     assert load(write(tmp_path, DESIGN_EXAMPLE), node="pi-2").node == "pi-2"  # --node wins
 
 
+def test_mount_numbers(tmp_path: Path) -> None:
+    assert load(None).mount.poll_spin_us == 200.0
+    assert load(write(tmp_path, "[mount]\npoll_spin_us = 0")).mount.poll_spin_us == 0.0
+    assert load(write(tmp_path, "[mount]\npoll_spin_us = 12.5")).mount.poll_spin_us == 12.5
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -69,6 +75,9 @@ def test_the_design_keys_parse(tmp_path: Path) -> None:
         ("[s3]\nprefix = 'x'", "'bucket' is required"),
         ("[s3]\nbucket = 5", "bucket: expected str"),
         ("[hub]\nenabled = 1", "enabled: expected bool"),
+        ("[mount]\npoll_spin_us = '200'", "poll_spin_us: expected int or float"),
+        ("[mount]\npoll_spin_us = -1", "poll_spin_us: must not be negative"),
+        ("[mount]\npoll_spin_us = true", "poll_spin_us: expected int or float"),
         ("node = 'bad node/name'", "invalid node name"),
         ("node = ", "cocli-fs.toml"),  # TOML syntax error names the file
     ],
