@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -170,7 +170,7 @@ def test_separator_bytes_in_a_value_are_refused(m: Mount, ent: Path) -> None:
 
 
 def test_bad_paths_get_clear_errnos(m: Mount, ent: Path) -> None:
-    cases = [
+    cases: list[tuple[Callable[[], object], int]] = [
         (lambda: (m.path("wal") / "x.usv").write_text("x"), errno.EROFS),
         (lambda: os.mkdir(m.path("widgets")), errno.EINVAL),
         (lambda: os.mkdir(m.path("companies", "Bad Slug!")), errno.EINVAL),

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from cocli_fs.locals3 import client
 from cocli_fs.s3sync import SyncPositions
 from tests.fault_proxy import FaultProxy
 from tests.s3nodes import Node, journal_records, node_config, plain_files
-from tests.s3server import client, s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
+from tests.s3server import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
 
 def _cluster(tmp_path: Path, endpoint: str, bucket: str) -> tuple[Node, Node, Node]:
