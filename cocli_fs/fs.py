@@ -49,6 +49,10 @@ WRITE_BITS = 0o222
 
 REFUSED = [0]  # refused operations since start (reported by ``status``)
 
+# READDIRPLUS entries without attributes (patched pyfuse3): plain folders below the kind
+# folders are listed by name and type, so a walk (find, grep -r) costs no lstat per file.
+_NAMES_ONLY = getattr(pyfuse3, "readdir_reply_name", None)
+
 # FOPEN_NOFLUSH for files opened read-only: their close() then sends no FLUSH request (a third
 # of the requests of a warm ``cat``). Only the patched pyfuse3 (scripts/build-pyfuse3) has it.
 _NOFLUSH: dict[str, Any] = (
@@ -111,7 +115,12 @@ Handle = RealHandle | BufferHandle | MemHandle
 @dataclass
 class DirHandle:
     node: Node
-    names: list[tuple[str, bool]] = field(default_factory=list)  # (name, virtual)
+    # (name, virtual, file type bits, d_ino of the backing file): the last two let a plain
+    # folder be listed by name (``_NAMES_ONLY``) without an lstat per entry.
+    names: list[Listed] = field(default_factory=list)
+
+
+Listed = tuple[str, bool, int, int]
 
 
 class Operations(pyfuse3.Operations):
@@ -484,7 +493,7 @@ class Operations(pyfuse3.Operations):
         fh = self._new_fh(h)
         return fh
 
-    def _listing(self, node: Node) -> list[tuple[str, bool]]:
+    def _listing(self, node: Node) -> list[Listed]:
         """Every name in a folder, once per opendir (readdir offsets index into this)."""
         route = self._route(node)
         parts = node.parts
@@ -492,28 +501,30 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.EACCES)
         if route is Route.FIELDS_DIR:
             v = self.views.get(target_of(parts))
-            return [(n, True) for n in v.field_names() if FIELD_RE.match(n)]
+            return [(n, True, stat.S_IFREG, 0) for n in v.field_names() if FIELD_RE.match(n)]
         try:
             with os.scandir(self._real(parts)) as it:
-                names = [e.name for e in it]
+                out: list[Listed] = [(e.name, False, _type_bits(e), e.inode()) for e in it]
         except OSError as exc:
             raise FUSEError(exc.errno or errno.EIO) from None
-        out = [(n, False) for n in names]
         if route is Route.ROOT:
-            out = [(n, False) for n in names if n != ".cocli-fs"]
+            out = [x for x in out if x[0] != ".cocli-fs"]
         extra = self.scratch.names_in(parts) if self.scratch.files else []
         if extra:
-            have = set(names)
-            out += [(n, False) for n in extra if n not in have]
+            have = {x[0] for x in out}
+            for n in extra:
+                if n not in have:
+                    with contextlib.suppress(OSError):
+                        st = os.lstat(self.scratch.path((*parts, n)))
+                        out.append((n, False, stat.S_IFMT(st.st_mode), st.st_ino))
         if route is Route.ENTITY:
             target = target_of(parts)
             if self.views.has_overlay(target):
-                v = self.views.get(target)
-                have = set(names)
-                if doc.INDEX not in have and v.index is not None:
-                    out.append((doc.INDEX, False))
-                if doc.TAGS_FILE not in have and v.tags is not None:
-                    out.append((doc.TAGS_FILE, False))
+                have = {x[0] for x in out}
+                if doc.INDEX not in have and self.views.get(target).index is not None:
+                    out.append((doc.INDEX, False, stat.S_IFREG, 0))
+                if doc.TAGS_FILE not in have and self.views.get(target).tags is not None:
+                    out.append((doc.TAGS_FILE, False, stat.S_IFREG, 0))
             # ``_fields/`` is not listed (like ZFS's hidden ``.zfs``): it is reached by name.
             # Listed, ``cp -r``/``rm -r`` of an entity would write or tombstone every field
             # and ``grep -r``/``find`` would see each value twice.
@@ -537,8 +548,18 @@ class Operations(pyfuse3.Operations):
             proute is Route.ENTITY and not self.views.has_overlay(target_of(parent.parts))
         )
         ro = proute is Route.READONLY
+        if _NAMES_ONLY is not None and proute in (Route.ENTITY, Route.STORE, Route.READONLY):
+            # Below the kind folders: names and types only; the kernel looks up what is used.
+            # A walk (find, grep -r) then pays no lstat per file and no render of a merged
+            # _index.md just for its size. ``companies/`` itself keeps its attributes:
+            # ``ls -l`` of it needs every one.
+            for i in range(start_id, len(names)):
+                name, _virtual, kind, d_ino = names[i]
+                if not _NAMES_ONLY(token, _b(name), d_ino or 1, kind, i + 1):
+                    return
+            return
         for i in range(start_id, len(names)):
-            name, virtual = names[i]
+            name, virtual, _kind, _ino = names[i]
             child = table.child(parent, name, virtual)
             try:
                 if plain:
@@ -1330,3 +1351,10 @@ def _rel(parts: tuple[str, ...]) -> str:
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+def _type_bits(e: os.DirEntry[str]) -> int:
+    """The file type of a listed entry, from d_type (no stat unless the file system lacks it)."""
+    if e.is_symlink():
+        return stat.S_IFLNK
+    return stat.S_IFDIR if e.is_dir(follow_symlinks=False) else stat.S_IFREG

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Patch an unpacked pyfuse3 3.5 source tree for cocli-fs (run by ``scripts/build-pyfuse3``).
 
-Two changes, each small and each a candidate for upstream; cocli-fs detects them through
+Three changes, each small and each a candidate for upstream; cocli-fs detects them through
 ``pyfuse3.COCLI_FS_PATCH`` and works (slower) on a stock pyfuse3:
 
 1. A faster receive loop. Stock pyfuse3 takes a trio lock and waits for the FUSE fd to become
@@ -15,6 +15,9 @@ Two changes, each small and each a candidate for upstream; cocli-fs detects them
    tasks at least once per millisecond.
 2. ``FileInfo(noflush=True)`` (``FOPEN_NOFLUSH``, Linux 5.16+): ``close()`` of a file opened
    for reading sends no FLUSH request (one of the three requests of a warm ``cat``).
+3. ``readdir_reply_name(token, name, ino, mode, next_id)``: a READDIRPLUS entry without
+   attributes (node id 0; the kernel lists name, d_ino and type and looks the entry up only
+   when it is used), so listing a folder need not ``lstat`` every file in it.
 
 Each edit names the text it expects and fails loudly when that text is not found exactly once,
 so a new pyfuse3 release cannot be half patched.
@@ -93,6 +96,33 @@ def patch(root: Path) -> None:
          "    return res\n")
     edit(init, "from posix.time cimport timespec\n",
          "from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC\n")
+
+    # readdir_reply_name(): a READDIRPLUS entry without attributes (node id 0). The kernel
+    # lists the name with its d_ino and file type and creates no inode for it; it is looked
+    # up only if used. A walker (find, grep -r) then costs no lstat per listed file.
+    edit(init, "    token.size -= len_\n    token.buf = &token.buf[len_]\n    return True\n",
+         "    token.size -= len_\n    token.buf = &token.buf[len_]\n    return True\n"
+         "\n"
+         "\n"
+         "def readdir_reply_name(ReaddirToken token, name, uint64_t ino, mode_t mode,\n"
+         "                       off_t next_id):\n"
+         "    # Like readdir_reply, for an entry listed by name, d_ino and type only.\n"
+         "    cdef fuse_entry_param e\n"
+         "    cdef char *cname\n"
+         "    string.memset(&e, 0, sizeof(fuse_entry_param))\n"
+         "    e.attr.st_ino = ino\n"
+         "    e.attr.st_mode = mode\n"
+         "    if token.buf_start == NULL:\n"
+         "        token.buf_start = <char*> calloc_or_raise(token.size, sizeof(char))\n"
+         "        token.buf = token.buf_start\n"
+         "    cname = PyBytes_AsString(name)\n"
+         "    len_ = fuse_add_direntry_plus(token.req, token.buf, token.size, cname, &e,\n"
+         "                                  next_id)\n"
+         "    if len_ > token.size:\n"
+         "        return False\n"
+         "    token.size -= len_\n"
+         "    token.buf = &token.buf[len_]\n"
+         "    return True\n")
 
     # The receive loop: take what is queued, poll briefly after a reply, else wait.
     edit(internal, "    cdef fuse_buf buf\n",

@@ -85,6 +85,21 @@ def test_ls_find_grep_cat_head(m: Mount) -> None:
     assert run("head", "-n", "1", str(idx)) == "---\n"
 
 
+def test_walks_see_types_and_exact_attributes(m: Mount) -> None:
+    """Entity folders are listed by name and type only (no lstat per entry; the kernel looks
+    up what it uses): types must still be right for find, and ls -l must show real sizes."""
+    slug = sorted(os.listdir(m.data / "companies"))[0]
+    ent, store = m.path("companies", slug), m.data / "companies" / slug
+    kinds = {e.name: (e.is_dir(), e.is_file()) for e in os.scandir(ent)}
+    assert kinds == {e.name: (e.is_dir(), e.is_file()) for e in os.scandir(store)}
+    assert run("find", str(ent), "-type", "d").split() == [str(ent), str(ent / "notes")]
+    files = sorted(run("find", str(ent), "-type", "f").split())
+    assert files == sorted(str(ent / n) for n in ("_index.md", "tags.lst", "notes/call.md"))
+    for line in run("ls", "-l", str(ent)).splitlines()[1:]:
+        size, name = int(line.split()[4]), line.split()[-1]
+        assert size == os.lstat(store / name).st_size, line
+
+
 def test_overlay_change_is_visible_at_once_with_exact_size(m: Mount) -> None:
     slug = sorted(os.listdir(m.data / "companies"))[3]
     ent = m.path("companies", slug)
