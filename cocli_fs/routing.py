@@ -44,7 +44,9 @@ DEFAULT_ROUTES: tuple[Rule, ...] = (
     Rule("**/.*.sw[a-p]", Route.SCRATCH),
     Rule("**/.*.sw[a-p]x", Route.SCRATCH),
     Rule("**/*~", Route.SCRATCH),
-    Rule("**/4913", Route.SCRATCH),
+    # vim's write test, in the folder of the file it saves: "4913" is also a valid slug, so
+    # not at entity level (an entity named 4913 must be an entity).
+    Rule("{kind}/*/**/4913", Route.SCRATCH),
     Rule("**/.#*", Route.SCRATCH),
     Rule("{kind}", Route.KIND),
     Rule("{kind}/*", Route.ENTITY),

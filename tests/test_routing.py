@@ -47,6 +47,9 @@ def route(path: str) -> Route:
         ("companies/acme/x~", Route.SCRATCH),
         ("companies/acme/_index.md~", Route.SCRATCH),
         ("companies/acme/4913", Route.SCRATCH),
+        ("companies/acme/notes/4913", Route.SCRATCH),
+        ("companies/4913", Route.ENTITY),  # a valid slug: an entity, not vim's write test
+        ("companies/4913/_index.md", Route.INDEX),
         ("companies/acme/.#x", Route.SCRATCH),
         ("companies/acme/_fields/.email.swp", Route.SCRATCH),
         ("companies/acme/notes/.#draft.md", Route.SCRATCH),
