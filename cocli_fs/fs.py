@@ -30,6 +30,7 @@ import pyfuse3
 import trio
 
 from . import document as doc
+from . import fusepatch
 from .document import TOMBSTONE, Change, DocumentError
 from .inodes import InodeTable, Node
 from .record import RecordError, check_text
@@ -49,15 +50,6 @@ WRITE_BITS = 0o222
 
 REFUSED = [0]  # refused operations since start (reported by ``status``)
 
-# READDIRPLUS entries without attributes (patched pyfuse3): plain folders below the kind
-# folders are listed by name and type, so a walk (find, grep -r) costs no lstat per file.
-_NAMES_ONLY = getattr(pyfuse3, "readdir_reply_name", None)
-
-# FOPEN_NOFLUSH for files opened read-only: their close() then sends no FLUSH request (a third
-# of the requests of a warm ``cat``). Only the patched pyfuse3 (scripts/build-pyfuse3) has it.
-_NOFLUSH: dict[str, Any] = (
-    {"noflush": True} if getattr(pyfuse3, "COCLI_FS_PATCH", "") else {}
-)
 
 
 def refuse(code: int, what: str, why: str) -> FUSEError:
@@ -116,7 +108,7 @@ Handle = RealHandle | BufferHandle | MemHandle
 class DirHandle:
     node: Node
     # (name, virtual, file type bits, d_ino of the backing file): the last two let a plain
-    # folder be listed by name (``_NAMES_ONLY``) without an lstat per entry.
+    # folder be listed by name (``fusepatch.readdir_reply_name``) without an lstat per entry.
     names: list[Listed] = field(default_factory=list)
 
 
@@ -548,14 +540,15 @@ class Operations(pyfuse3.Operations):
             proute is Route.ENTITY and not self.views.has_overlay(target_of(parent.parts))
         )
         ro = proute is Route.READONLY
-        if _NAMES_ONLY is not None and proute in (Route.ENTITY, Route.STORE, Route.READONLY):
+        reply_name = fusepatch.readdir_reply_name
+        if reply_name is not None and proute in (Route.ENTITY, Route.STORE, Route.READONLY):
             # Below the kind folders: names and types only; the kernel looks up what is used.
             # A walk (find, grep -r) then pays no lstat per file and no render of a merged
             # _index.md just for its size. ``companies/`` itself keeps its attributes:
             # ``ls -l`` of it needs every one.
             for i in range(start_id, len(names)):
                 name, _virtual, kind, d_ino = names[i]
-                if not _NAMES_ONLY(token, _b(name), d_ino or 1, kind, i + 1):
+                if not reply_name(token, _b(name), d_ino or 1, kind, i + 1):
                     return
             return
         for i in range(start_id, len(names)):
@@ -781,7 +774,7 @@ class Operations(pyfuse3.Operations):
         fh = self._new_fh(h)
         if writing:
             return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, **_NOFLUSH)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, **fusepatch.NOFLUSH)
 
     def _read_real(self, parts: tuple[str, ...]) -> bytes:
         try:

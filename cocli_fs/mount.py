@@ -28,6 +28,7 @@ import pyfuse3
 import trio
 
 from . import config as config_mod
+from . import fusepatch
 from .compaction import pending_records
 from .control import ControlServer
 from .fs import Operations
@@ -77,8 +78,6 @@ def take_lock(private: Path) -> int:
     return fd
 
 
-# The faster receive loop and FOPEN_NOFLUSH of scripts/pyfuse3_patch.py (docs/mount.md).
-PATCHED_PYFUSE3 = bool(getattr(pyfuse3, "COCLI_FS_PATCH", ""))
 INLINE_SYNC_UNDER = 0.002  # seconds: a journal fsync slower than this goes to a thread
 
 
@@ -119,16 +118,14 @@ async def serve(
         info["mountpoint"] = str(mnt)
         info["pid"] = os.getpid()
         info["refused_writes"] = ops.refused
-        info["pyfuse3_patch"] = PATCHED_PYFUSE3
+        info["pyfuse3_patch"] = bool(fusepatch.PATCH)
         return info
 
     control.register("status", status)
     pyfuse3.init(ops, str(mnt), fuse_options(debug))
-    if PATCHED_PYFUSE3:
-        pyfuse3.set_poll_spin(cfg.mount.poll_spin_us)  # type: ignore[attr-defined]
-    else:
-        log.warning("stock pyfuse3: every request waits on the event loop (run "
-                    "scripts/build-pyfuse3 for the faster receive loop and FOPEN_NOFLUSH)")
+    if not fusepatch.set_poll_spin(cfg.mount.poll_spin_us):
+        log.warning("stock pyfuse3 API: every request waits on the event loop (run "
+                    "scripts/build-pyfuse3 for the patched build, docs/mount.md)")
     unmounted = False
     try:
         async with trio.open_nursery() as nursery:

@@ -50,6 +50,7 @@ class Mount:
         extra_args: Sequence[str] = (),
         timeout: float = 20.0,
         log: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data = Path(data)
         self.mnt = Path(mnt)
@@ -59,6 +60,7 @@ class Mount:
         self.timeout = timeout
         self.log = log or self.mnt.parent / f"mount-{node}-{self.mnt.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env = env or {}  # added to the mount process's environment
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "cocli_fs.cli", "-v", "mount", str(self.data),
@@ -70,6 +72,7 @@ class Mount:
     def start(self) -> Mount:
         self.mnt.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(self.env)
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
                 self.command(), stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, env=env

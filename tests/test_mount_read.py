@@ -3,29 +3,41 @@ and kernel caches that are invalidated when the overlay changes."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyfuse3
 import pytest
 
 from cocli_fs import document as doc
-from tests.mounting import Mount, sample_data
+from tests.mounting import ROOT, Mount, sample_data
 
 pytestmark = pytest.mark.mount
 
 
-@pytest.fixture(scope="module")
-def m(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
+@pytest.fixture(scope="module", params=["patched", "stock"])
+def m(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+      ) -> Iterator[Mount]:
+    """Each test runs twice: with the pyfuse3 patch's extras (name-only listings, no FLUSH
+    for readers) and with the stock API only (the fallback a stock pyfuse3 gets)."""
     tmp = tmp_path_factory.mktemp("read")
     slugs = sample_data(tmp / "data", 6)
     notes = tmp / "data" / "companies" / sorted(slugs)[0] / "notes"
     notes.mkdir()
     (notes / "call.md").write_text("# Call\nasked about pricing\n")
-    with Mount(tmp / "data", tmp / "mnt", node="a") as mount:
+    env = {"COCLI_FS_STOCK_PYFUSE3": "1" if request.param == "stock" else "0"}
+    with Mount(tmp / "data", tmp / "mnt", node="a", env=env) as mount:
+        status = json.loads(subprocess.run(
+            [sys.executable, "-m", "cocli_fs.cli", "status", str(tmp / "data"), "--json"],
+            check=True, capture_output=True, text=True, cwd=ROOT).stdout)
+        assert status["pyfuse3_patch"] is (request.param == "patched" and bool(
+            getattr(pyfuse3, "COCLI_FS_PATCH", "")))
         yield mount
 
 

@@ -1,0 +1,37 @@
+"""What the installed pyfuse3 offers beyond its stock API: the cocli-fs patch
+(``scripts/pyfuse3_patch.py``, built by ``scripts/build-pyfuse3``; ``docs/mount.md``).
+
+Decided once, here: the mount uses these when present and the stock API otherwise.
+``COCLI_FS_STOCK_PYFUSE3=1`` makes it use the stock API even on a patched build, so the tests
+keep the fallback paths working on machines that have the patch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pyfuse3
+
+_FORCE_STOCK = os.environ.get("COCLI_FS_STOCK_PYFUSE3") == "1"
+
+PATCH: str = "" if _FORCE_STOCK else str(getattr(pyfuse3, "COCLI_FS_PATCH", ""))
+"""The patch's fingerprint, or "" when the stock API is used."""
+
+NOFLUSH: dict[str, Any] = {"noflush": True} if PATCH else {}
+"""Extra ``FileInfo`` arguments for a file opened read-only: FOPEN_NOFLUSH (no FLUSH request
+at ``close()``)."""
+
+readdir_reply_name: Callable[..., bool] | None = (
+    getattr(pyfuse3, "readdir_reply_name", None) if PATCH else None
+)
+"""A READDIRPLUS entry by name, d_ino and type only (node id 0), or None."""
+
+
+def set_poll_spin(microseconds: float) -> bool:
+    """Poll for the next request this long after a reply (the patched receive loop)."""
+    if not PATCH:
+        return False
+    pyfuse3.set_poll_spin(microseconds)  # type: ignore[attr-defined]
+    return True
