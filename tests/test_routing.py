@@ -119,3 +119,58 @@ def test_compiled_router_agrees_with_the_rule_table(parts: list[str]) -> None:
             want = r
             break
     assert router.route(tuple(parts)) == want
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.sampled_from([*SEGMENTS, "x"])
+                         | st.text("ab.#~*-_", min_size=1, max_size=4), min_size=1, max_size=5),
+                min_size=1, max_size=40),
+       st.sampled_from([[], [{"pattern": "companies/*/drafts/**", "route": "scratch"}],
+                        [{"pattern": "companies/a*/**", "route": "scratch"}],
+                        [{"pattern": "**/notes/x", "route": "scratch"}],
+                        [{"pattern": "{kind}/**/notes/x", "route": "scratch"}],
+                        [{"pattern": "{kind}/**/x", "route": "scratch"}]]))
+def test_one_router_keeps_agreeing_over_many_paths(paths: list[list[str]],
+                                                  extra: list[dict[str, str]]) -> None:
+    """Its caches (one per path, one per shape when no rule looks at slugs) never give an
+    answer the rule table would not: many paths through the same router, with rules that do
+    and do not look at slugs."""
+    router = Router(["companies", "people"], extra)
+    kinds = frozenset(["companies", "people"])
+    table = [(x["pattern"], Route(x["route"])) for x in extra]
+    table += [(x.pattern, x.route) for x in DEFAULT_ROUTES]
+    for parts in paths * 2:
+        want = next((r for p, r in table if _match(p.split("/"), parts, kinds)), Route.STORE)
+        assert router.route(tuple(parts)) == want, parts
+
+
+def test_shape_cache_only_when_no_rule_looks_at_slugs() -> None:
+    assert Router(["companies"])._slug_blind
+    assert Router(["companies"], [{"pattern": "companies/*/drafts/**", "route": "scratch"}]
+                  )._slug_blind
+    assert not Router(["companies"], [{"pattern": "companies/a*/**", "route": "scratch"}]
+                      )._slug_blind
+    assert not Router(["companies"], [{"pattern": "**/notes/x", "route": "scratch"}])._slug_blind
+    assert not Router(["companies"], [{"pattern": "{kind}/**/notes/x", "route": "scratch"}]
+                      )._slug_blind
+    assert Router(["companies"], [{"pattern": "{kind}/**/x", "route": "scratch"}])._slug_blind
+
+
+@pytest.mark.parametrize("extra", [
+    [], [{"pattern": "companies/*/drafts/**", "route": "scratch"}],
+    [{"pattern": "companies/a*/**", "route": "scratch"}],
+    [{"pattern": "**/notes/x", "route": "scratch"}],
+    [{"pattern": "{kind}/**/notes/x", "route": "scratch"}],
+    [{"pattern": "{kind}/**/x", "route": "scratch"}],
+])
+def test_paths_that_differ_only_in_slug(extra: list[dict[str, str]]) -> None:
+    """The shape cache's risk, tried head on: same tail, different slugs, one router."""
+    router = Router(["companies", "people"], extra)
+    kinds = frozenset(["companies", "people"])
+    table = [(x["pattern"], Route(x["route"])) for x in extra]
+    table += [(x.pattern, x.route) for x in DEFAULT_ROUTES]
+    for tail in (["x"], ["notes", "x"], ["_index.md"], ["drafts", "a.md"], ["a", "notes", "x"]):
+        for slug in ("acme", "notes", "ab", "4913", "b"):
+            parts = ["companies", slug, *tail]
+            want = next((r for p, r in table if _match(p.split("/"), parts, kinds)), Route.STORE)
+            assert router.route(tuple(parts)) == want, (extra, parts)
