@@ -535,11 +535,6 @@ class Operations(pyfuse3.Operations):
         # or folder whose attributes are its lstat: skip the route (a regex) for each of the
         # 300,000 entries of companies/; it is computed when the entry is used.
         proute = self._route(parent)
-        plain = proute in (Route.KIND, Route.STORE, Route.READONLY) or (
-            # an entity without overlay entries shows its files as they are in the store
-            proute is Route.ENTITY and not self.views.has_overlay(target_of(parent.parts))
-        )
-        ro = proute is Route.READONLY
         reply_name = fusepatch.readdir_reply_name
         if reply_name is not None and proute in (Route.ENTITY, Route.STORE, Route.READONLY):
             # Below the kind folders: names and types only; the kernel looks up what is used.
@@ -551,6 +546,11 @@ class Operations(pyfuse3.Operations):
                 if not reply_name(token, _b(name), d_ino or 1, kind, i + 1):
                     return
             return
+        plain = proute in (Route.KIND, Route.STORE, Route.READONLY) or (
+            # an entity without overlay entries shows its files as they are in the store
+            proute is Route.ENTITY and not self.views.has_overlay(target_of(parent.parts))
+        )
+        ro = proute is Route.READONLY
         for i in range(start_id, len(names)):
             name, virtual, _kind, _ino = names[i]
             child = table.child(parent, name, virtual)
