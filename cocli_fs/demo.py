@@ -27,6 +27,7 @@ from typing import Any
 from . import sample
 from .locals3 import LocalS3, credentials, free_port
 from .locals3 import client as s3_client
+from .process import wait_exit
 
 NODES = ("hub", "worker-1", "worker-2")
 BUCKET = "cocli-demo"
@@ -127,13 +128,7 @@ def stop(workdir: Path, quiet: bool = False) -> None:
             continue
     deadline = time.monotonic() + 10
     for pid in info.get("pids", []):
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
+        if not wait_exit(pid, max(0.0, deadline - time.monotonic())):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from cocli_fs.journal import scan_wal
+from cocli_fs.process import wait_exit
 from tests.mounting import ROOT, Mount, is_mounted, sample_data, unmount
 
 pytestmark = pytest.mark.mount
@@ -77,14 +77,7 @@ def test_daemon_mode_returns_once_mounted(tmp_path: Path) -> None:
         pid = status["pid"]
     finally:
         unmount(mnt)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
+    if not wait_exit(pid, 10):
         os.kill(pid, signal.SIGKILL)
         pytest.fail("daemon did not exit after fusermount3 -u")
 
