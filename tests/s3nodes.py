@@ -45,6 +45,7 @@ class Node:
         self.state = NodeState(DataDir(root), cfg)
         self.state.load()
         self.store: Any = None
+        self.closed = False
 
     def write_file(self, path: str, text: str) -> None:
         """What the mount does for a plain file: write it, mark it dirty."""
@@ -71,7 +72,10 @@ class Node:
         return Syncer(self.state, self.store, bar=False).run(**kw)
 
     def close(self) -> None:
-        self.state.close()
+        """Idempotent: a test may close a node early (to compact its folder offline)."""
+        if not self.closed:
+            self.closed = True
+            self.state.close()
 
 
 def plain_files(root: Path) -> dict[str, bytes]:

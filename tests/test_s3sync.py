@@ -6,6 +6,7 @@ duplicate nothing."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,43 @@ from tests.s3nodes import Node, journal_records, node_config, plain_files
 from tests.s3server import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
 
-def _cluster(tmp_path: Path, endpoint: str, bucket: str) -> tuple[Node, Node, Node]:
-    return (
-        Node(tmp_path / "a", node_config("pi-a", endpoint, bucket)),
-        Node(tmp_path / "b", node_config("pi-b", endpoint, bucket)),
-        Node(tmp_path / "hub", node_config("hub", endpoint, bucket, hub=True)),
-    )
+class Cluster:
+    """The nodes of one test, each in its own data folder under ``tmp``, all on one bucket;
+    the fixture closes every node a test opened."""
+
+    def __init__(self, tmp: Path, endpoint: str, bucket: str) -> None:
+        self.tmp, self.endpoint, self.bucket = tmp, endpoint, bucket
+        self.opened: list[Node] = []
+
+    def open(self, folder: str, node: str, hub: bool = False, endpoint: str | None = None
+             ) -> Node:
+        n = Node(self.tmp / folder,
+                 node_config(node, endpoint or self.endpoint, self.bucket, hub=hub))
+        self.opened.append(n)
+        return n
+
+    def keys(self) -> set[str]:
+        """Every key in the bucket, as a plain S3 client lists it."""
+        listing = client(self.endpoint).list_objects_v2(Bucket=self.bucket)
+        return {o["Key"] for o in listing["Contents"]}
+
+    def abc(self, endpoint: str | None = None) -> tuple[Node, Node, Node]:
+        """Two workers and a hub."""
+        return (self.open("a", "pi-a", endpoint=endpoint),
+                self.open("b", "pi-b", endpoint=endpoint),
+                self.open("hub", "hub", hub=True, endpoint=endpoint))
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, s3_endpoint, s3_bucket)
+    yield c
+    for n in c.opened:
+        n.close()
 
 
 def _activity(a: Node, b: Node, hub: Node) -> None:
@@ -52,11 +84,9 @@ def _converged(*nodes: Node) -> None:
 
 
 def test_two_nodes_and_hub_converge_through_s3_alone(
-    tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
-    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    a, b, hub = cluster.abc()
     _activity(a, b, hub)
     for n in (a, b, hub):
         s = n.sync(pull=False)
@@ -83,7 +113,7 @@ def test_two_nodes_and_hub_converge_through_s3_alone(
 
     # The bucket mirrors the data folder for ordinary S3 tools; nodes upload only their own
     # journals (b and the hub never uploaded a replica of a's).
-    keys = {o["Key"] for o in client(s3_endpoint).list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    keys = cluster.keys()
     assert "companies/acme-0/notes/2026-11-25-call.md" in keys
     assert "companies/bolt/_index.md" in keys
     assert {k.split("_", 1)[1] for k in keys if k.startswith("wal/")} == {
@@ -104,17 +134,13 @@ def test_two_nodes_and_hub_converge_through_s3_alone(
         n.sync()
     _converged(a, b, hub)
     assert s.stats["bytes_down"] < 2000 and before >= 0  # ranged GETs: the new tail only
-    for n in (a, b, hub):
-        n.close()
 
 
 def test_faults_lose_and_duplicate_nothing(
-    tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
-    with FaultProxy(s3_endpoint, seed=42, error_rate=0.2) as proxy:
-        a, b, hub = _cluster(tmp_path, proxy.endpoint, s3_bucket)
+    with FaultProxy(cluster.endpoint, seed=42, error_rate=0.2) as proxy:
+        a, b, hub = cluster.abc(proxy.endpoint)
         _activity(a, b, hub)
         for i in range(12):
             a.write_file(f"companies/acme-{i % 5}/notes/n{i}.md", f"note {i}\n" * 50)
@@ -125,39 +151,31 @@ def test_faults_lose_and_duplicate_nothing(
         assert b.state.overlay.entries == a.state.overlay.entries > 0
     faults = Counter(proxy.counts)
     assert faults["500"] and faults["503"] and faults["drop"] and faults["cut"], faults
-    for n in (a, b, hub):
-        n.close()
 
 
 def test_positions_persist_across_restarts(
-    tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
-    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    a, b, hub = cluster.abc()
     _activity(a, b, hub)
     a.sync()
     b.sync()
     b.close()
-    pos = SyncPositions.load(tmp_path / "b" / ".cocli-fs" / "s3sync.json")
+    pos = SyncPositions.load(cluster.tmp / "b" / ".cocli-fs" / "s3sync.json")
     assert {k.split("_", 1)[1] for k in pos.read} == {"pi-a.usv", "pi-a.tsv"}
     assert all(p["offset"] == p["size"] > 0 for p in pos.read.values())
-    b2 = Node(tmp_path / "b", node_config("pi-b", s3_endpoint, s3_bucket))
+    b2 = cluster.open("b", "pi-b")
     s = b2.sync()
     assert s.downloaded == 0 and s.records_in == 0 and s.uploaded == 0
     assert s.stats["requests"].get("GetObject", 0) == 0  # nothing changed: LIST only
-    for n in (a, b2, hub):
-        n.close()
 
 
 def test_hub_compaction_reaches_nodes_through_s3(
-    tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     from cocli_fs.compaction import compact_offline
 
-    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    a, b, hub = cluster.abc()
     _activity(a, b, hub)
     for _ in range(2):
         for n in (a, b, hub):
@@ -166,8 +184,8 @@ def test_hub_compaction_reaches_nodes_through_s3(
     before = {t: a.state.merged(t)[1] for t in targets}
     entries = a.state.overlay.entries
     hub.close()
-    compact_offline(tmp_path / "hub", s3=True, create_after=0)
-    hub = Node(tmp_path / "hub", node_config("hub", s3_endpoint, s3_bucket, hub=True))
+    compact_offline(cluster.tmp / "hub", s3=True, create_after=0)
+    hub = cluster.open("hub", "hub", hub=True)
     assert "wal/checkpoint.json" in hub.state.dirty
     s = hub.sync(pull=False)
     assert s.uploaded >= len(targets) and len(hub.state.dirty) == 0
@@ -177,16 +195,12 @@ def test_hub_compaction_reaches_nodes_through_s3(
     assert a.state.overlay.entries < entries  # folded into the pulled base files
     for t in targets:
         assert (a.root / t / "_index.md").read_bytes() == (hub.root / t / "_index.md").read_bytes()
-    for n in (a, b, hub):
-        n.close()
 
 
 def test_a_marked_folder_pushes_its_files(
-    tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
-    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    a, b, _hub = cluster.abc()
     folder = a.root / "companies" / "acme" / "enrichments"
     (folder / "deep").mkdir(parents=True)
     (folder / "site.json").write_text('{"ok": true}\n')
@@ -196,23 +210,20 @@ def test_a_marked_folder_pushes_its_files(
     b.sync()
     assert (b.root / "companies/acme/enrichments/deep/people.json").read_text() == "[]\n"
     assert plain_files(b.root) == plain_files(a.root)
-    for n in (a, b, hub):
-        n.close()
 
 
 def test_bootstrap_of_an_empty_node_lists_once(
-    tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
-    raw = client(s3_endpoint)  # objects put by plain S3 tools (cocli today): no manifest names them
-    for i in range(3):
-        raw.put_object(Bucket=s3_bucket, Key=f"companies/old-{i}/_index.md", Body=b"---\n---\n")
-    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    raw = client(cluster.endpoint)  # objects put by plain S3 tools (cocli today): no manifest
+    for i in range(3):  # names them
+        raw.put_object(Bucket=cluster.bucket, Key=f"companies/old-{i}/_index.md",
+                       Body=b"---\n---\n")
+    a, b, hub = cluster.abc()
     _activity(a, b, hub)
     for n in (a, b, hub):
         n.sync()
-    c = Node(tmp_path / "c", node_config("pi-c", s3_endpoint, s3_bucket))
+    c = cluster.open("c", "pi-c")
     s = c.sync(bootstrap=True)
     assert s.stats["requests"]["ListObjectsV2"] == 3  # wal/, manifests/, and the one full listing
     assert (c.root / "companies/old-2/_index.md").exists()
@@ -221,44 +232,37 @@ def test_bootstrap_of_an_empty_node_lists_once(
     assert {k: v for k, v in plain_files(c.root).items() if "old-" not in k} == plain_files(a.root)
     again = c.sync()
     assert again.downloaded == 0 and again.stats["requests"].get("GetObject", 0) == 0
-    for n in (a, b, hub, c):
-        n.close()
 
 
 def test_hub_retires_compacted_journals_from_the_bucket(
-    tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    cluster: Cluster,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from cocli_fs import s3sync
     from cocli_fs.compaction import compact_offline
 
-    a, b, hub = _cluster(tmp_path, s3_endpoint, s3_bucket)
+    a, b, hub = cluster.abc()
     _activity(a, b, hub)
     for _ in range(2):
         for n in (a, b, hub):
             n.sync()
     before = {t: a.state.merged(t)[1] for t in a.state.overlay.by_target}
-    hub_cfg = node_config("hub", s3_endpoint, s3_bucket, hub=True)
     hub.close()
-    compact_offline(tmp_path / "hub", s3=True, create_after=0)
-    hub = Node(tmp_path / "hub", hub_cfg)
+    compact_offline(cluster.tmp / "hub", s3=True, create_after=0)
+    hub = cluster.open("hub", "hub", hub=True)
     hub.sync(pull=False)  # base files and checkpoint up: now the journals may go
     hub.close()
-    retired = compact_offline(tmp_path / "hub", s3=True, create_after=0)["retired"]
+    retired = compact_offline(cluster.tmp / "hub", s3=True, create_after=0)["retired"]
     assert len(retired) == 3
-    hub = Node(tmp_path / "hub", hub_cfg)
+    hub = cluster.open("hub", "hub", hub=True)
     # Journals of today are never deleted remotely; pretend the day is over.
     monkeypatch.setattr(s3sync, "today", lambda: "29991231")
     s = hub.sync(pull=False)
     assert s.deleted_remote == 3
-    keys = {o["Key"] for o in client(s3_endpoint).list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    keys = cluster.keys()
     assert {k for k in keys if k.startswith("wal/")} == {"wal/checkpoint.json"}
     a.sync()
     assert {t: a.state.merged(t)[1] for t in before} == before
-    c = Node(tmp_path / "c", node_config("pi-c", s3_endpoint, s3_bucket))
+    c = cluster.open("c", "pi-c")
     c.sync(bootstrap=True)  # a newcomer gets base files + checkpoint, no journals
     assert {t: c.state.merged(t)[1] for t in before} == before
-    for n in (a, b, hub, c):
-        n.close()
