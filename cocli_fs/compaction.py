@@ -562,8 +562,9 @@ def compact(
     lap("read")
     if progress:
         progress(f"read {scan.read:,} records from {scan.files} journals")
-    bad = {t for t in _targets(scan) if not valid_target(t, kinds)}
-    has_base = has_base_in(root, _targets(scan) - bad)
+    targets = _targets(scan)
+    bad = {t for t in targets if not valid_target(t, kinds)}
+    has_base = has_base_in(root, targets - bad)
     p = plan(scan, cp, has_base, create_after, now_ms, ignore=bad)
     p.records = _drop_invalid(p.records, bad, scan.skipped)
     winners = resolve(p.records, cp)
