@@ -246,13 +246,17 @@ class NodeState:
         d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
         return load_base(_read_text(d + "_index.md"), _read_text(d + "tags.lst"))
 
-    def merged(self, target: str) -> tuple[BaseDoc, dict[str, Any]]:
+    def shown_base(self, target: str) -> BaseDoc:
+        """The base document to show: a broken one must not hide the overlay, so it counts as
+        empty (the overlay alone is shown) and the log says why."""
         try:
-            base = self.base(target)
+            return self.base(target)
         except DocumentError as exc:
-            # A broken base must not hide the overlay: show the overlay alone and say why.
             log.error("%s/_index.md: %s", target, exc)
-            base = BaseDoc()
+            return BaseDoc()
+
+    def merged(self, target: str) -> tuple[BaseDoc, dict[str, Any]]:
+        base = self.shown_base(target)
         return base, merge(base, self.overlay.get(target))
 
     def status(self) -> dict[str, Any]:

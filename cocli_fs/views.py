@@ -14,15 +14,12 @@ change of the store files themselves (``drop`` with ``base=True``, the default) 
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from typing import Any
 
-from .document import TAGS, BaseDoc, DocumentError, field_text, merge, render_index, render_tags
+from .document import TAGS, BaseDoc, field_text, merge, render_index, render_tags
 from .hlc import physical_ms
 from .state import NodeState
-
-log = logging.getLogger(__name__)
 
 
 class EntityView:
@@ -124,13 +121,7 @@ class Views:
         if b is not None:
             self._bases.move_to_end(target)
             return b
-        try:
-            b = self.state.base(target)
-        except DocumentError as exc:
-            # A broken base must not hide the overlay: show the overlay alone and say why.
-            log.error("%s/_index.md: %s", target, exc)
-            b = BaseDoc()
-        self._bases[target] = b
+        b = self._bases[target] = self.state.shown_base(target)
         if len(self._bases) > self.capacity:
             self._bases.popitem(last=False)
         return b
