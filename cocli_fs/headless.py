@@ -24,7 +24,7 @@ from .config import ConfigError
 from .control import ControlServer, Progress
 from .document import TOMBSTONE, Change
 from .record import Record
-from .services import Service, build_services
+from .services import Service, build_services, node_status
 from .state import DataDir, NodeState
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,7 @@ class Headless:
         state.listeners.append(self._on_change)
 
     def status(self) -> dict[str, Any]:
-        info = self.state.status()
-        for s in self.services:
-            info.update(s.status())
-        info.setdefault("peers", [])
-        info.setdefault("pending_records", self.state.overlay.entries)
-        info.setdefault("dirty", 0)
+        info = node_status(self.state, self.services)
         info["mounted"] = False
         info["headless"] = True
         info["services"] = [s.name for s in self.services]

@@ -29,11 +29,10 @@ import trio
 
 from . import config as config_mod
 from . import fusepatch
-from .compaction import pending_records
 from .control import ControlServer
 from .fs import Operations
 from .routing import Router
-from .services import build_services
+from .services import build_services, node_status
 from .state import DataDir, NodeState
 
 log = logging.getLogger(__name__)
@@ -108,12 +107,7 @@ async def serve(
     services = build_services(state, control)
 
     async def status(args: dict[str, Any], progress: Any) -> dict[str, Any]:
-        info = state.status()
-        for s in services:
-            info.update(s.status())
-        info.setdefault("peers", [])
-        info.setdefault("pending_records", pending_records(state))
-        info.setdefault("dirty", len(state.dirty))
+        info = node_status(state, services)
         info["mounted"] = True
         info["mountpoint"] = str(mnt)
         info["pid"] = os.getpid()

@@ -43,3 +43,17 @@ def build_services(state: NodeState, control: ControlServer) -> list[Service]:
 
         services.append(CompactionService(state, control))
     return services
+
+
+def node_status(state: NodeState, services: list[Service]) -> dict[str, Any]:
+    """What a running node (a mount or ``serve``) answers to ``status``: the state's keys,
+    every service's, and the contract keys a service may leave out (no gossip: no peers;
+    not the hub: pending records counted here, as ``status`` without a running node does)."""
+    from .compaction import pending_records
+
+    info = state.status()
+    for s in services:
+        info.update(s.status())
+    info.setdefault("peers", [])
+    info.setdefault("pending_records", pending_records(state))
+    return info

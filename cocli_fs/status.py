@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from . import config as config_mod
-from .compaction import pending_records
 from .control import ControlError, request
+from .services import node_status
 from .state import DataDir, NodeState
 
 
@@ -37,12 +37,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     state = NodeState(data, cfg)
     state.load()
     try:
-        info = state.status()
-        info.setdefault("pending_records", pending_records(state))
+        info = node_status(state, [])  # the same keys a running node answers with
     finally:
         state.close()
-    info.setdefault("peers", [])
-    info.setdefault("dirty", 0)
     sync_state = data.private / "s3sync.json"  # rewritten by every sync that got anywhere
     if "last_sync" not in info and sync_state.exists():
         info["last_sync"] = sync_state.stat().st_mtime
