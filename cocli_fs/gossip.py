@@ -24,6 +24,7 @@ import random
 import socket
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -494,7 +495,7 @@ class GossipService:
 
     def _mark_asked(self, wants: dict[str, list[list[int]]], now: float) -> None:
         for origin, ranges in wants.items():
-            n = sum(hi - lo + 1 for lo, hi in ranges)
+            n = _count(ranges)
             soft, hard = now + ASKED_FOR + n / SERVE_RATE_RECORDS, now + ASKED_MAX
             live = [a for a in self.asked.get(origin, ()) if a[3] > now]
             self.asked[origin] = live + [(lo, hi, soft, hard) for lo, hi in ranges]
@@ -518,7 +519,7 @@ class GossipService:
         wants = self.wants(theirs, now)
         if wants:
             self._mark_asked(wants, now)
-            wanted = sum(hi - lo + 1 for rs in wants.values() for lo, hi in rs)
+            wanted = sum(_count(rs) for rs in wants.values())
             if wanted != self._last_wanted:  # still moving: next round soon (not when stuck)
                 self._wake_ae.set()
             self._last_wanted = wanted
@@ -719,7 +720,8 @@ def _in_flight(lo: int, hi: int, soft: float, hard: float, flowing: float, now: 
     return min(hard, max(soft, flowing)) > now
 
 
-def _count(ranges: list[tuple[int, int]]) -> int:
+def _count(ranges: Iterable[Sequence[int]]) -> int:
+    """Sequence numbers in inclusive ranges ``(lo, hi)``."""
     return sum(hi - lo + 1 for lo, hi in ranges)
 
 
