@@ -437,25 +437,25 @@ class Syncer:
         line: a puller then makes one GET per push instead of one per file. The per-file
         objects stay the truth for ordinary S3 tools (and the fallback if a pack is gone)."""
         name = f"{PACK_PREFIX}{self.node}/{today()}/{time.time_ns():x}.pack"
-        lines: list[str] = []
-        chunks: list[bytes] = []
+        offsets: dict[int, int] = {}  # index in ``pushed`` -> offset in the pack
         size = 0
-        for path, data in pushed:
+        for i, (_path, data) in enumerate(pushed):
+            if data is not None and len(data) <= PACK_MAX_FILE and size + len(data) <= PACK_MAX:
+                offsets[i] = size
+                size += len(data)
+        if len(offsets) > 1:
+            blob = b"".join(pushed[i][1] or b"" for i in offsets)
+            self._retry(f"PUT {name}", lambda: self.store.put(name, blob))
+        else:
+            offsets = {}  # a pack of one file saves nothing
+        lines: list[str] = []
+        for i, (path, data) in enumerate(pushed):
             if data is None:
                 lines.append(f"-\t{path}\n")
-            elif len(data) <= PACK_MAX_FILE and size + len(data) <= PACK_MAX:
-                lines.append(f"+\t{path}\t{name}\t{size}\t{len(data)}\n")
-                chunks.append(data)
-                size += len(data)
+            elif i in offsets:
+                lines.append(f"+\t{path}\t{name}\t{offsets[i]}\t{len(data)}\n")
             else:
                 lines.append(f"+\t{path}\n")
-        if len(chunks) > 1:
-            blob = b"".join(chunks)
-            self._retry(f"PUT {name}", lambda: self.store.put(name, blob))
-        elif chunks:  # a pack of one file saves nothing
-            lines = [
-                line if line[0] == "-" else "\t".join(line.split("\t")[:2]) + "\n" for line in lines
-            ]
         return lines
 
     def _append_manifest(self, lines: list[str]) -> None:
