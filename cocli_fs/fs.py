@@ -51,7 +51,6 @@ WRITE_BITS = 0o222
 REFUSED = [0]  # refused operations since start (reported by ``status``)
 
 
-
 def refuse(code: int, what: str, why: str) -> FUSEError:
     """Every refused operation leaves one log line saying what and why."""
     REFUSED[0] += 1
@@ -531,9 +530,6 @@ class Operations(pyfuse3.Operations):
         parent = h.node
         table = self.table
         names = h.names
-        # Below the root, a kind folder or a plain store folder, every entry is a plain file
-        # or folder whose attributes are its lstat: skip the route (a regex) for each of the
-        # 300,000 entries of companies/; it is computed when the entry is used.
         proute = self._route(parent)
         reply_name = fusepatch.readdir_reply_name
         if reply_name is not None and proute in (Route.ENTITY, Route.STORE, Route.READONLY):
@@ -546,6 +542,9 @@ class Operations(pyfuse3.Operations):
                 if not reply_name(token, _b(name), d_ino or 1, kind, i + 1):
                     return
             return
+        # In a kind folder or a plain store folder, every entry is a plain file or folder
+        # whose attributes are its lstat: skip the route (a regex) for each of the 300,000
+        # entries of companies/; it is computed when the entry is used.
         plain = proute in (Route.KIND, Route.STORE, Route.READONLY) or (
             # an entity without overlay entries shows its files as they are in the store
             proute is Route.ENTITY and not self.views.has_overlay(target_of(parent.parts))
