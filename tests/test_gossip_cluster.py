@@ -220,15 +220,20 @@ def test_concurrent_writes_to_one_field_same_winner_everywhere(nodes: list[Node]
     assert views[0]["status"] in ("a29", "b29")  # the last write of one of them wins
 
 
-def test_serve_refuses_gossip_without_key(tmp_path: Path) -> None:
-    n = Node("a", tmp_path / "a", free_udp_ports(1)[0], ["127.0.0.1:9"], key=None)
-    n.write_config()
-    out = subprocess.run(
+def _serve_once(n: Node) -> subprocess.CompletedProcess[str]:
+    """``cocli-fs serve`` in the foreground, for a start that is expected to fail."""
+    return subprocess.run(
         [sys.executable, "-m", "cocli_fs.cli", "serve", str(n.data), "--config", str(n.config)],
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_serve_refuses_gossip_without_key(tmp_path: Path) -> None:
+    n = Node("a", tmp_path / "a", free_udp_ports(1)[0], ["127.0.0.1:9"], key=None)
+    n.write_config()
+    out = _serve_once(n)
     assert out.returncode == 2
     assert "insecure = true" in out.stderr and "key_file" in out.stderr
 
@@ -239,12 +244,7 @@ def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
     try:
         n = Node("a", tmp_path / "a", busy.getsockname()[1], ["127.0.0.1:9"])
         n.write_config()
-        out = subprocess.run(
-            [sys.executable, "-m", "cocli_fs.cli", "serve", str(n.data), "--config", str(n.config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        out = _serve_once(n)
     finally:
         busy.close()
     assert out.returncode == 2

@@ -69,6 +69,13 @@ def _activity(a: Node, b: Node, hub: Node) -> None:
     hub.write_file("companies/bolt/meetings/kickoff.md", "kick-off on Monday\n")
 
 
+def _sync_rounds(*nodes: Node, rounds: int = 1) -> None:
+    """Each node syncs in turn, ``rounds`` times (two: everyone has everyone's changes)."""
+    for _ in range(rounds):
+        for n in nodes:
+            n.sync()
+
+
 def _converged(*nodes: Node) -> None:
     digests = {n.state.overlay.digest() for n in nodes}
     assert len(digests) == 1, digests
@@ -130,8 +137,7 @@ def test_two_nodes_and_hub_converge_through_s3_alone(
     s = b.sync()
     assert s.records_in == 1 and s.deleted_local == 1
     assert not (b.root / "companies/acme-0/notes/2026-11-25-call.md").exists()
-    for n in (hub, a, b):
-        n.sync()
+    _sync_rounds(hub, a, b)
     _converged(a, b, hub)
     assert s.stats["bytes_down"] < 2000 and before >= 0  # ranged GETs: the new tail only
 
@@ -144,9 +150,7 @@ def test_faults_lose_and_duplicate_nothing(
         _activity(a, b, hub)
         for i in range(12):
             a.write_file(f"companies/acme-{i % 5}/notes/n{i}.md", f"note {i}\n" * 50)
-        for _ in range(2):
-            for n in (a, b, hub):
-                n.sync()
+        _sync_rounds(a, b, hub, rounds=2)
         _converged(a, b, hub)
         assert b.state.overlay.entries == a.state.overlay.entries > 0
     faults = Counter(proxy.counts)
@@ -177,9 +181,7 @@ def test_hub_compaction_reaches_nodes_through_s3(
 
     a, b, hub = cluster.abc()
     _activity(a, b, hub)
-    for _ in range(2):
-        for n in (a, b, hub):
-            n.sync()
+    _sync_rounds(a, b, hub, rounds=2)
     targets = sorted(a.state.overlay.by_target)
     before = {t: a.state.merged(t)[1] for t in targets}
     entries = a.state.overlay.entries
@@ -221,8 +223,7 @@ def test_bootstrap_of_an_empty_node_lists_once(
                        Body=b"---\n---\n")
     a, b, hub = cluster.abc()
     _activity(a, b, hub)
-    for n in (a, b, hub):
-        n.sync()
+    _sync_rounds(a, b, hub)
     c = cluster.open("c", "pi-c")
     s = c.sync(bootstrap=True)
     assert s.stats["requests"]["ListObjectsV2"] == 3  # wal/, manifests/, and the one full listing
@@ -243,9 +244,7 @@ def test_hub_retires_compacted_journals_from_the_bucket(
 
     a, b, hub = cluster.abc()
     _activity(a, b, hub)
-    for _ in range(2):
-        for n in (a, b, hub):
-            n.sync()
+    _sync_rounds(a, b, hub, rounds=2)
     before = {t: a.state.merged(t)[1] for t in a.state.overlay.by_target}
     hub.close()
     compact_offline(cluster.tmp / "hub", s3=True, create_after=0)
