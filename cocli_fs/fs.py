@@ -22,7 +22,7 @@ import os
 import stat
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from . import document as doc
 from . import fusepatch
 from .document import TOMBSTONE, Change, DocumentError
 from .inodes import InodeTable, Node
+from .listings import Listings
 from .record import RecordError, check_text
 from .routing import FIELD_RE, SLUG_RE, PathError, Route, Router, check_name, target_of
 from .scratch import Scratch
@@ -103,15 +104,9 @@ class MemHandle:
 Handle = RealHandle | BufferHandle | MemHandle
 
 
-@dataclass
-class DirHandle:
-    node: Node
-    # (name, virtual, file type bits, d_ino of the backing file): the last two let a plain
-    # folder be listed by name (``fusepatch.readdir_reply_name``) without an lstat per entry.
-    names: list[Listed] = field(default_factory=list)
-
-
 Listed = tuple[str, bool, int, int]
+"""A listed name: (name, virtual, file type bits, d_ino of the backing file). The last two let
+a plain folder be listed by name (``fusepatch.readdir_reply_name``) without an lstat per entry."""
 
 
 class Operations(pyfuse3.Operations):
@@ -129,7 +124,8 @@ class Operations(pyfuse3.Operations):
         self.scratch = Scratch(state.data.private / "scratch", self.data, router, scratch_grace)
         self.entry_timeout = state.config.mount.entry_timeout
         self.attr_timeout = state.config.mount.attr_timeout
-        self.handles: dict[int, Handle | DirHandle] = {}
+        self.handles: dict[int, Handle] = {}
+        self.listings: Listings[Listed] = Listings()
         self.writers = 0  # open BufferHandles: appenders the journal may batch together
         self._next_fh = 1
         # Kernel cache invalidation happens in a task of its own (see ``run``): listeners may
@@ -253,9 +249,17 @@ class Operations(pyfuse3.Operations):
         and whose content changed are invalidated; ``_fields/``'s own attributes never
         depend on the overlay."""
         ent = self.table.known(tuple(target.split("/")))
-        if ent is None or not ent.children:
+        if ent is None:
             return
-        for name, child in list(ent.children.items()):
+        if ent.listed and any(
+            # the kernel may cache the entity's listing: a view-only file may (dis)appear
+            (name == doc.INDEX or fields is None or doc.TAGS in fields)
+            and not os.path.exists(f"{self._data_s}/{target}/{name}")
+            for name in (doc.INDEX, doc.TAGS_FILE)
+        ):
+            ent.listed = False
+            calls.append((ent.ino, None))
+        for name, child in list((ent.children or {}).items()):
             if name == doc.INDEX or (
                 name == doc.TAGS_FILE and (fields is None or doc.TAGS in fields)
             ):
@@ -263,7 +267,8 @@ class Operations(pyfuse3.Operations):
                 if not os.path.exists(f"{self._data_s}/{target}/{name}"):
                     calls.append((ent.ino, name))  # a view-only file may have (dis)appeared
             elif name == "_fields":
-                if fields is None:
+                if fields is None or child.listed:
+                    child.listed = False  # its listing may have gained or lost a name
                     calls.append((child.ino, None))
                 for fname, f in list((child.children or {}).items()):
                     if fields is None or fname in fields:
@@ -480,12 +485,17 @@ class Operations(pyfuse3.Operations):
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileHandleT:
         node = self._node(inode)
-        h = DirHandle(node, self._listing(node))
-        fh = self._new_fh(h)
-        return fh
+        if self._route(node) is Route.PRIVATE:
+            raise FUSEError(errno.EACCES)
+        if fusepatch.NO_OPENDIR:
+            # The kernel remembers this for the mount: no OPENDIR/RELEASEDIR from now on (two
+            # of the five requests per folder of a ``find``), and it caches listings itself
+            # (we invalidate them: ``_invalidate_target``/``_invalidate_path``).
+            raise FUSEError(errno.ENOSYS)
+        return pyfuse3.FileHandleT(inode)  # readdir lists by inode either way
 
     def _listing(self, node: Node) -> list[Listed]:
-        """Every name in a folder, once per opendir (readdir offsets index into this)."""
+        """Every name in a folder, once per directory read (readdir offsets index into this)."""
         route = self._route(node)
         parts = node.parts
         if route is Route.PRIVATE:
@@ -524,12 +534,22 @@ class Operations(pyfuse3.Operations):
     async def readdir(
         self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
     ) -> None:
-        h = self.handles.get(fh)
-        if not isinstance(h, DirHandle):
-            raise FUSEError(errno.EBADF)
-        parent = h.node
+        # The handle is the folder's inode (see ``opendir``); offsets name a snapshot of the
+        # listing taken when the read started (``listings``).
+        parent = self._node(fh)
+        got = self.listings.resume(parent.ino, start_id) if start_id else None
+        if got is None:
+            names = self._listing(parent)  # a new read (or one whose snapshot was evicted)
+            gen = self.listings.start(parent.ino, names)
+            start_id = Listings.index_of(start_id)
+            parent.listed = True
+        else:
+            gen, names, start_id = got
+        if start_id >= len(names):
+            self.listings.drop(parent.ino, gen)  # read to the end
+            return
         table = self.table
-        names = h.names
+        offset = Listings.offset
         proute = self._route(parent)
         reply_name = fusepatch.readdir_reply_name
         if reply_name is not None and proute in (Route.ENTITY, Route.STORE, Route.READONLY):
@@ -539,7 +559,7 @@ class Operations(pyfuse3.Operations):
             # ``ls -l`` of it needs every one.
             for i in range(start_id, len(names)):
                 name, _virtual, kind, d_ino = names[i]
-                if not reply_name(token, _b(name), d_ino or 1, kind, i + 1):
+                if not reply_name(token, _b(name), d_ino or 1, kind, offset(gen, i)):
                     return
             return
         # In a kind folder or a plain store folder, every entry is a plain file or folder
@@ -566,14 +586,14 @@ class Operations(pyfuse3.Operations):
                 if child.lookups <= 0 and child.opens <= 0:
                     table.forget(child.ino, 0)
                 continue  # vanished since the listing was taken
-            if not pyfuse3.readdir_reply(token, _b(name), attr, i + 1):
+            if not pyfuse3.readdir_reply(token, _b(name), attr, offset(gen, i)):
                 if child.lookups <= 0 and child.opens <= 0:
                     table.forget(child.ino, 0)
                 return
             child.lookups += 1  # readdirplus entries count as lookups
 
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
-        self.handles.pop(fh, None)
+        return None  # nothing is held per open folder
 
     async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         return None
@@ -644,7 +664,7 @@ class Operations(pyfuse3.Operations):
 
     # -- files: create / open --------------------------------------------------------------------
 
-    def _new_fh(self, h: Handle | DirHandle) -> int:
+    def _new_fh(self, h: Handle) -> int:
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = h
@@ -800,7 +820,7 @@ class Operations(pyfuse3.Operations):
 
     def _handle(self, fh: int) -> Handle:
         h = self.handles.get(fh)
-        if h is None or isinstance(h, DirHandle):
+        if h is None:
             raise FUSEError(errno.EBADF)
         return h
 
@@ -1008,7 +1028,7 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         h = self.handles.pop(fh, None)
-        if h is None or isinstance(h, DirHandle):
+        if h is None:
             return
         node = h.node
         node.opens -= 1

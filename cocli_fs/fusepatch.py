@@ -28,6 +28,10 @@ readdir_reply_name: Callable[..., bool] | None = (
 )
 """A READDIRPLUS entry by name, d_ino and type only (node id 0), or None."""
 
+NO_OPENDIR: bool = bool(PATCH) and bool(getattr(pyfuse3, "COCLI_FS_READDIR_BY_INODE", False))
+"""``opendir`` may answer ENOSYS: the kernel then sends no OPENDIR/RELEASEDIR, caches listings
+itself, and ``readdir`` gets the folder's inode number as its handle."""
+
 
 def set_poll_spin(microseconds: float) -> bool:
     """Poll for the next request this long after a reply (the patched receive loop)."""

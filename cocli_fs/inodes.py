@@ -22,7 +22,9 @@ VIRTUAL_BASE = 1 << 48
 
 
 class Node:
-    __slots__ = ("children", "ino", "lookups", "name", "opens", "parent", "parts", "route", "seen")
+    __slots__ = (
+        "children", "ino", "listed", "lookups", "name", "opens", "parent", "parts", "route", "seen"
+    )
 
     def __init__(self, ino: int, parent: Node | None, name: str, parts: tuple[str, ...]) -> None:
         self.ino = ino
@@ -33,6 +35,7 @@ class Node:
         self.lookups = 0
         self.opens = 0
         self.seen = -1  # content generation the kernel's page cache holds (synthesised files)
+        self.listed = False  # a folder the kernel may hold a listing of (invalidate on change)
         self.children: dict[str, Node] | None = None
 
 

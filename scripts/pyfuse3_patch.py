@@ -18,6 +18,11 @@ Three changes, each small and each a candidate for upstream; cocli-fs detects th
 3. ``readdir_reply_name(token, name, ino, mode, next_id)``: a READDIRPLUS entry without
    attributes (node id 0; the kernel lists name, d_ino and type and looks the entry up only
    when it is used), so listing a folder need not ``lstat`` every file in it.
+4. Folders without OPENDIR: when ``opendir`` answers ``ENOSYS`` the kernel (Linux 5.1+,
+   FUSE_NO_OPENDIR_SUPPORT) never sends OPENDIR or RELEASEDIR again and caches listings
+   itself; its READDIRPLUS requests then carry no handle. Here such a request hands the
+   folder's inode number to ``readdir`` as its handle (``COCLI_FS_READDIR_BY_INODE``), so a
+   file system can list by inode. A ``find`` then costs 3 requests per folder instead of 5.
 
 Each edit names the text it expects and fails loudly when that text is not found exactly once,
 so a new pyfuse3 release cannot be half patched.
@@ -73,7 +78,8 @@ def patch(root: Path) -> None:
          "    os.set_blocking(session_fd, False)\n")
     edit(init, "\nimport trio\n",
          "\nimport trio\n"
-         f"\n{MARK} = {fingerprint()!r}\n")
+         f"\n{MARK} = {fingerprint()!r}\n"
+         "COCLI_FS_READDIR_BY_INODE = True\n")
     edit(internal, "cdef _WorkerData worker_data\n",
          "cdef _WorkerData worker_data\n"
          "cdef double _poll_spin = 0.0\n"
@@ -123,6 +129,11 @@ def patch(root: Path) -> None:
          "    token.size -= len_\n"
          "    token.buf = &token.buf[len_]\n"
          "    return True\n")
+
+    # readdir without an opendir handle (opendir answered ENOSYS): the inode is the handle.
+    edit(src / "handlers.pxi",
+         "    c.fh = fi.fh\n    save_retval(fuse_readdirplus_async(c))\n",
+         "    c.fh = fi.fh if fi.fh else ino\n    save_retval(fuse_readdirplus_async(c))\n")
 
     # The receive loop: take what is queued, poll briefly after a reply, else wait.
     edit(internal, "    cdef fuse_buf buf\n",

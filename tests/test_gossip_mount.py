@@ -34,12 +34,21 @@ def _cat(path: Path) -> str:
     return out.stdout
 
 
+def _ls(path: Path) -> list[str]:
+    out = subprocess.run(["ls", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
 def test_field_written_on_a_is_seen_by_cat_on_b_and_c(mounts: tuple[list[Mount], str]) -> None:
     (a, b, c), slug = mounts
     field = f"companies/{slug}/_fields/gossip_probe"
+    fields_dir = b.path(f"companies/{slug}/_fields")
+    assert "gossip_probe" not in _ls(fields_dir)  # the kernel may now cache this listing
     subprocess.run(["sh", "-c", f"echo hello-from-a > {a.path(field)}"], check=True)
     for m in (b, c):
         wait_until(lambda m=m: _cat(m.path(field)).strip() == "hello-from-a", 10)
+    # A field another node added shows in a listing taken before it came.
+    wait_until(lambda: "gossip_probe" in _ls(fields_dir), 10)
     # An overwrite on C (a later write) wins everywhere, and the merged _index.md shows it.
     subprocess.run(["sh", "-c", f"echo second > {c.path(field)}"], check=True)
     for m in (a, b):

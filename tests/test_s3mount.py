@@ -39,6 +39,8 @@ def test_writes_on_a_mount_reach_another_mount_through_s3(
         Mount(data_a, tmp_path / "a" / "mnt", "a", cfg_a) as ma,
         Mount(data_b, tmp_path / "b" / "mnt", "b", cfg_b) as mb,
     ):
+        listed_before = sorted(p.name for p in mb.path("companies").iterdir())
+        assert "newco" not in listed_before  # the kernel may now cache this listing
         new = ma.path("companies", "newco")
         new.mkdir()
         (new / "_index.md").write_text("---\nname: NewCo\n---\n")
@@ -62,6 +64,13 @@ def test_writes_on_a_mount_reach_another_mount_through_s3(
             )
 
         wait_until(arrived, timeout=30)
+        # pulled entries show in listings taken before they came
+        assert sorted(p.name for p in mb.path("companies").iterdir()) == sorted(
+            [*listed_before, "newco"]
+        )
+        assert [p.name for p in mb.path("companies", "newco", "notes").iterdir()] == [
+            "first-call.md"
+        ]
         assert "name: NewCo" in mb.path("companies", "newco", "_index.md").read_text()
         # pulled files are not dirty on B: nothing of A's echoes back
         status_b = json.loads(_cli("status", str(data_b), "--json").stdout)
