@@ -79,8 +79,7 @@ class Record:
     def day(self) -> str:
         """UTC day (``YYYYMMDD``) of the node-day journal this record belongs in. Derived from
         the clock, not the receiver's wall time, so origin and replicas agree on the file."""
-        ms = self.hlc >> HLC_LOGICAL_BITS
-        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d")
+        return hlc_day(self.hlc)
 
     def decoded_value(self) -> Any:
         return decode_value(self.kind, self.value)
@@ -169,7 +168,8 @@ def encode_value(value: Any) -> tuple[str, str]:
             raise RecordError(f"value is not JSON-serialisable: {exc}") from exc
         kind = KIND_JSON
     check_text("value", text)
-    if len(text.encode()) > MAX_FIELD_BYTES:
+    # UTF-8 takes at most 4 bytes a character: only a long text needs encoding to be measured.
+    if len(text) > MAX_FIELD_BYTES // 4 and len(text.encode()) > MAX_FIELD_BYTES:
         raise RecordError(f"value larger than {MAX_FIELD_BYTES} bytes")
     return kind, text
 
@@ -196,9 +196,45 @@ def _guess_kind(text: str) -> str:
 # --- clock <-> timestamp ------------------------------------------------------------------------
 
 
+# Every local write formats its clock twice (the record's timestamp, its journal's day), and
+# ``fromtimestamp`` + ``isoformat``/``strftime`` cost microseconds each: the strings are built
+# once per second (timestamp up to the seconds) and once per day, and then only looked up.
+# Below _EXACT_MS the old float path (``ms / 1000``) was exact to the microsecond, so the cached
+# strings are the very same bytes; above it (after the year 2109) the old path is kept as is.
+_EXACT_MS = 1 << 42
+_MS_PER_DAY = 86_400_000
+_CACHE_MAX = 4096  # entries per cache; cleared when full (replays span many seconds)
+_iso_seconds: dict[int, str] = {}  # second -> "YYYY-MM-DDTHH:MM:SS."
+_days: dict[int, str] = {}  # day number -> "YYYYMMDD"
+
+
 def hlc_to_iso(hlc: int) -> str:
+    """The record timestamp of a clock value: ISO-8601 UTC with milliseconds."""
     ms = hlc >> HLC_LOGICAL_BITS
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    if ms >= _EXACT_MS:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    sec, milli = divmod(ms, 1000)
+    head = _iso_seconds.get(sec)
+    if head is None:
+        if len(_iso_seconds) >= _CACHE_MAX:
+            _iso_seconds.clear()
+        # "...T09:30:00+00:00" -> "...T09:30:00."
+        head = _iso_seconds[sec] = datetime.fromtimestamp(sec, UTC).isoformat()[:-6] + "."
+    return f"{head}{milli:03d}+00:00"
+
+
+def hlc_day(hlc: int) -> str:
+    """UTC day (``YYYYMMDD``) of a clock value (see ``Record.day``)."""
+    ms = hlc >> HLC_LOGICAL_BITS
+    if ms >= _EXACT_MS:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d")
+    n = ms // _MS_PER_DAY
+    day = _days.get(n)
+    if day is None:
+        if len(_days) >= _CACHE_MAX:
+            _days.clear()
+        day = _days[n] = datetime.fromtimestamp(n * 86_400, UTC).strftime("%Y%m%d")
+    return day
 
 
 def iso_to_hlc(timestamp: str) -> int:
@@ -241,32 +277,35 @@ def make(
     environment: str = "prod",
 ) -> Record:
     """Build a validated record of ours (raises RecordError on bad input)."""
-    for name, text in (
-        ("node_id", node_id),
-        ("target", target),
-        ("field", field),
-        ("campaign_name", campaign_name),
-        ("environment", environment),
-    ):
-        check_text(name, text)
+    # Same checks in the same order as always; a node stamps every record with the same
+    # node id, campaign and environment, so those are looked up among strings already passed.
+    if node_id not in _clean:
+        _check_constant("node_id", node_id)
+    check_text("target", target)
+    check_text("field", field)
+    if campaign_name not in _clean:
+        _check_constant("campaign_name", campaign_name)
+    if environment not in _clean:
+        _check_constant("environment", environment)
     if not field or not target or not node_id:
         raise RecordError("node_id, target and field must not be empty")
     if tombstone:
         kind, text = KIND_TOMBSTONE, ""
     else:
         kind, text = encode_value(value)
-    return Record(
-        hlc=hlc,
-        node_id=node_id,
-        seq=seq,
-        target=target,
-        field=field,
-        kind=kind,
-        value=text,
-        campaign_name=campaign_name,
-        environment=environment,
-        timestamp=hlc_to_iso(hlc),
+    return _new_record(
+        hlc, node_id, seq, target, field, kind, text, campaign_name, environment,
+        hlc_to_iso(hlc), 0,
     )
+
+
+_clean: set[str] = set()  # texts check_text has passed (node ids, campaigns, environments)
+
+
+def _check_constant(name: str, text: str) -> None:
+    check_text(name, text)  # raises for a bad one, which is therefore never remembered
+    if len(_clean) < 256:
+        _clean.add(text)
 
 
 def encode(rec: Record) -> bytes:

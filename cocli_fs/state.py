@@ -145,17 +145,21 @@ class NodeState:
         """Turn field changes into records of ours (validated; raises RecordError)."""
         assert self.journal is not None, "load() first"
         first = self.journal.next_seq
+        now = self.clock.now
+        node = self.node
+        campaign = self.config.campaign
+        environment = self.config.environment
         out = [
             rec.make(
-                hlc=self.clock.now(),
-                node_id=self.node,
+                hlc=now(),
+                node_id=node,
                 seq=first + i,
                 target=target,
                 field=name,
                 value=None if value is TOMBSTONE else value,
                 tombstone=value is TOMBSTONE,
-                campaign_name=self.config.campaign,
-                environment=self.config.environment,
+                campaign_name=campaign,
+                environment=environment,
             )
             for i, (name, value) in enumerate(changes.items())
         ]
@@ -182,11 +186,10 @@ class NodeState:
         return records
 
     def _applied_local(self, records: list[Record]) -> None:
-        targets = set()
+        apply = self.overlay.apply
         for r in records:
-            self.overlay.apply(r)
-            targets.add(r.target)
-        self._notify(targets, records, True)
+            apply(r)
+        self._notify({r.target for r in records}, records, True)
 
     # -- records from elsewhere ------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ class NodeState:
         return new
 
     def _notify(self, targets: set[str], records: list[Record], local: bool) -> None:
-        for fn in list(self.listeners):
+        for fn in tuple(self.listeners):  # a copy: a listener may remove itself
             try:
                 fn(targets, records, local)
             except Exception:  # a listener's bug must not undo a durable write

@@ -136,9 +136,13 @@ def test_replicas_go_to_the_origin_node_day_file(tmp_path: Path) -> None:
     )
 
 
-async def test_group_commit_shares_fsyncs_and_keeps_seq_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["thread", "inline", "inline-company"])
+async def test_group_commit_shares_fsyncs_and_keeps_seq_order(tmp_path: Path, mode: str) -> None:
     wal = tmp_path / "wal"
     w = JournalWriter(wal, "n1")
+    if mode != "thread":  # the mount's setting: lone appenders sync on the event loop
+        w.inline_sync_under = 10.0
+        w.company = (lambda: True) if mode == "inline-company" else None
     appends = 0
 
     async def appender(k: int) -> None:
@@ -257,12 +261,65 @@ async def test_a_cancelled_appender_still_lands_its_records(tmp_path: Path) -> N
             finished.append(True)
 
     async with trio.open_nursery() as nursery:
-        await w._lock.acquire()  # a batch is being written: the appender has to wait
+        w._busy = True  # a batch is being written: the appender has to wait
         cs = await nursery.start(appender)
         await trio.sleep(0.01)
         cs.cancel()
         await trio.sleep(0.01)
-        w._lock.release()
+        assert finished == []  # still waiting, cancelled or not
+        w._unpark()  # the batch ends: the appender writes its own
     w.close()
     assert nopos(read_journal(only_file(wal)).records) == [r]
     assert finished == [True]  # it returned normally: the caller may apply what it wrote
+
+
+async def test_a_failed_batch_fails_every_appender_in_it_and_only_those(tmp_path: Path) -> None:
+    wal = tmp_path / "wal"
+    w = JournalWriter(wal, "n1")
+    await w.append([ours(1)])
+    w.close()
+    wal.rename(tmp_path / "moved")
+    wal.write_text("a file where the folder was")  # the next batch cannot open its file
+    outcomes: dict[int, str] = {}
+
+    async def appender(seq: int) -> None:
+        try:
+            await w.append([ours(seq)])
+            outcomes[seq] = "ok"
+        except OSError:
+            outcomes[seq] = "failed"
+
+    async with trio.open_nursery() as nursery:
+        w._busy = True  # a batch is being written: these three queue up behind it
+        for seq in (2, 3, 4):
+            nursery.start_soon(appender, seq)
+        await trio.sleep(0.01)
+        assert outcomes == {}
+        w._unpark()  # the batch ends; one of the three writes all three, and that fails
+    assert outcomes == {2: "failed", 3: "failed", 4: "failed"}
+    wal.unlink()
+    (tmp_path / "moved").rename(wal)
+    await w.append([ours(5)])
+    w.close()
+    assert [r.seq for r in read_journal(only_file(wal)).records] == [1, 5]
+    assert w._failed == {}
+
+
+async def test_retire_waits_for_the_batch_being_written(tmp_path: Path) -> None:
+    wal = tmp_path / "wal"
+    w = JournalWriter(wal, "n1")
+    await w.append([ours(1)])
+    path = only_file(wal)
+    done: list[list[Path]] = []
+
+    async def retire() -> None:
+        done.append(await w.retire([(path, path.stat().st_size)]))
+
+    async with trio.open_nursery() as nursery:
+        w._busy = True
+        nursery.start_soon(retire)
+        await trio.sleep(0.01)
+        assert done == [] and path.exists()  # not while a batch may be writing to it
+        w._unpark()
+    assert done == [[path]] and not path.exists()
+    w.close()

@@ -134,6 +134,49 @@ def test_oversized_value_is_refused() -> None:
         )
 
 
+def test_a_multibyte_value_over_the_limit_is_refused() -> None:
+    # Under the limit in characters, over it in UTF-8 bytes.
+    value = "\u00e9" * (rec.MAX_FIELD_BYTES // 2 + 1)
+    with pytest.raises(RecordError, match="larger"):
+        rec.make(hlc=HLC, node_id="n1", seq=1, target="companies/a", field="f", value=value)
+    ok = "\U0001f600" * (rec.MAX_FIELD_BYTES // 4)  # exactly the limit
+    assert rec.make(hlc=HLC, node_id="n1", seq=1, target="companies/a", field="f", value=ok)
+
+
+@pytest.mark.parametrize("where", ["node_id", "campaign_name", "environment"])
+def test_a_bad_constant_is_refused_every_time(where: str) -> None:
+    """make() skips checking the node id, campaign and environment it has already passed: a
+    bad one is never among them, however often it is tried and whatever passed before."""
+    kwargs: dict[str, Any] = {"hlc": HLC, "node_id": "n1", "seq": 1, "target": "companies/a",
+                              "field": "f", "value": "v", "campaign_name": "c",
+                              "environment": "prod"}
+    assert rec.make(**kwargs).campaign_name == "c"
+    for _ in range(3):
+        with pytest.raises(RecordError, match=rf"{where}.*separator"):
+            rec.make(**{**kwargs, where: "bad\x1ftext"})
+        with pytest.raises(RecordError, match=rf"{where}.*surrogate"):
+            rec.make(**{**kwargs, where: "bad\udcfftext"})
+
+
+@SETTINGS
+@given(ms=st.one_of(
+    st.integers(0, 2**42 + 10**6),  # 1970 .. 2109 and a little beyond (the cached strings end)
+    st.integers(1, 51_000).map(lambda d: d * 86_400_000 - 1),  # the last ms of a day
+    st.integers(2**42, 253_402_300_799_999),  # up to the end of year 9999
+), low=st.integers(0, 2**16 - 1))
+def test_timestamp_and_day_are_the_datetime_formatting(ms: int, low: int) -> None:
+    """The cached per-second and per-day strings give exactly what formatting each clock value
+    with datetime gives (the bytes of every record depend on it)."""
+    hlc = ms << rec.HLC_LOGICAL_BITS | low
+    dt = datetime.fromtimestamp(ms / 1000, UTC)
+    assert rec.hlc_to_iso(hlc) == dt.isoformat(timespec="milliseconds")
+    assert rec.hlc_day(hlc) == dt.strftime("%Y%m%d")
+    for edge in (ms - ms % 86_400_000, ms - ms % 86_400_000 + 86_399_999):  # its day's ends
+        e = datetime.fromtimestamp(edge / 1000, UTC)
+        assert rec.hlc_to_iso(edge << rec.HLC_LOGICAL_BITS) == e.isoformat(timespec="milliseconds")
+        assert rec.hlc_day(edge << rec.HLC_LOGICAL_BITS) == e.strftime("%Y%m%d")
+
+
 def test_causality_carries_clock_seq_kind_and_checksum() -> None:
     r = rec.make(hlc=HLC + 5, node_id="pi-1", seq=42, target="companies/a", field="f", value=[1])
     data = rec.encode(r)[:-1]
