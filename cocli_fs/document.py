@@ -111,41 +111,49 @@ class BaseDoc:
         return out
 
 
+# The closing line: ``---`` or ``...``, then only CRs and spaces. One search from the newline
+# that ends the opening line (its leading "\n" lets the regex engine skip to newlines).
+_FRONT_END = re.compile(r"\n(?:---|\.\.\.)[\r ]*+(?=\n|\Z)")
+
+
 def split_front_matter(text: str) -> tuple[str | None, str]:
     """``---\\n<yaml>---\\n<body>`` -> (yaml, body). No leading ``---`` line: no front matter."""
     if not (text.startswith("---\n") or text.startswith("---\r\n")):
         return None, text
     start = text.index("\n") + 1
-    pos = start
-    while True:
-        nl = text.find("\n", pos)
-        line = text[pos:] if nl < 0 else text[pos:nl]
-        if line.rstrip("\r ") in ("---", "..."):
-            return text[start:pos], ("" if nl < 0 else text[nl + 1 :])
-        if nl < 0:
-            raise DocumentError("front matter is not closed by a '---' line")
-        pos = nl + 1
+    end = _FRONT_END.search(text, start - 1)
+    if end is None:
+        raise DocumentError("front matter is not closed by a '---' line")
+    return text[start : end.start() + 1], text[end.end() + 1 :]
+
+
+_DESCRIPTION_KEY = "'description' is the Markdown body, not a front-matter key"
 
 
 def parse_index(text: str) -> BaseDoc:
     front_text, body = split_front_matter(text)
     front: dict[str, Any] = {}
     if front_text is not None and front_text.strip():
-        try:
-            data = load_front(front_text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 2})" if mark is not None else ""
-            raise DocumentError(f"invalid YAML front matter{where}: {exc}") from None
+        # As load_front, inline: keys from the fast reader are plain non-empty strings already.
+        data = frontmatter.load(front_text, _Loader.yaml_implicit_resolvers)
         if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise DocumentError("front matter must be a mapping of field: value")
-        for key in data:
-            if not isinstance(key, str) or not key:
-                raise DocumentError(f"front-matter key {key!r} is not a non-empty string")
-            if key == DESCRIPTION:
-                raise DocumentError("'description' is the Markdown body, not a front-matter key")
+            try:
+                data = yaml_load(front_text)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f" (line {mark.line + 2})" if mark is not None else ""
+                raise DocumentError(f"invalid YAML front matter{where}: {exc}") from None
+            if data is None:
+                data = {}
+            if not isinstance(data, dict):
+                raise DocumentError("front matter must be a mapping of field: value")
+            for key in data:
+                if not isinstance(key, str) or not key:
+                    raise DocumentError(f"front-matter key {key!r} is not a non-empty string")
+                if key == DESCRIPTION:
+                    raise DocumentError(_DESCRIPTION_KEY)
+        elif DESCRIPTION in data:  # its keys are non-empty strings
+            raise DocumentError(_DESCRIPTION_KEY)
         front = data
     return BaseDoc(front_text=front_text, front=front, body=body)
 

@@ -1,15 +1,22 @@
 """A fast reader for the plain YAML front matter cocli writes, with PyYAML as the authority.
 
-PyYAML (even its C loader) spends ~400 µs on a 700-byte ``_index.md``: the C parser builds
-Python node objects and the constructor is pure Python. Every cold entity a lookup, a field
-write or a compaction touches pays that, and it dominated those paths. cocli's files are a flat
-block mapping of one-line scalars and lists of one-line scalars; this module reads exactly that
-shape in ~20 µs and returns ``None`` for anything else (nested mappings, multi-line or
-double-quoted-with-escapes scalars, anchors, tags, flow collections, tabs, unusual keys...), so
-the caller falls back to PyYAML. Plain scalars are typed with PyYAML's own implicit resolvers
-(the caller's loader class), so ``null``/``yes``/``12``/``4.6``/``012`` mean what PyYAML says;
-a type whose construction is not trivially the same (octal, ``1_000``, ``.inf``, ``<<``) falls
-back too. A property test checks: the result is always ``None`` or exactly PyYAML's.
+PyYAML (even its C loader) spends ~200 µs on the front matter of a 700-byte ``_index.md``: the
+C parser builds Python node objects and the constructor is pure Python. Every cold entity a
+lookup, a field write or a compaction touches pays that, and it dominated those paths. cocli's
+files are a flat block mapping of one-line scalars and lists of one-line scalars; this module
+reads exactly that shape in ~20 µs (30 lines) and returns ``None`` for anything else (nested
+mappings, multi-line or double-quoted-with-escapes scalars, anchors, tags, flow collections,
+tabs, unusual keys...), so the caller falls back to PyYAML. Plain scalars are typed with
+PyYAML's own implicit resolvers (the caller's loader class), so ``null``/``yes``/``12``/``4.6``/
+``012`` mean what PyYAML says; a type whose construction is not trivially the same (octal,
+``1_000``, ``.inf``, ``<<``) falls back too. A property test checks: the result is always
+``None`` or exactly PyYAML's.
+
+Python code per line was most of the cost (~3 µs a line), so regexes and whole-text string
+checks do the work in C: :func:`_load_dumped` reads the layout yaml_dump writes, :func:`_load_any`
+any other text of the shape (comments, blank lines, indented items, padding). Only a value whose
+first character an indicator or a resolver claims (quotes, numbers, ``null``...) reaches
+:func:`_scalar`; any other is a string as it stands.
 """
 
 from __future__ import annotations
@@ -17,76 +24,182 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*):(?:[ ]+(.*))?$")
-_ITEM_LINE = re.compile(r"([ ]*)- (.*)$")
 _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)$")
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?$")
 _BOOL = {"yes": True, "no": False, "true": True, "false": False, "on": True, "off": False}
-_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
+_INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
 _FAIL = object()
-# Keys repeat in every file: whether PyYAML reads one as a plain string is remembered. (Keyed
-# by the key alone: every caller passes the same resolvers, those of document._Loader.)
-_PLAIN_KEYS: dict[str, bool] = {}
 
 Resolvers = dict[str | None, list[tuple[str, "re.Pattern[str]"]]]
+# Per first character: (kind, regex), kind being the tag's last part ("int", "null"...).
 ByFirst = dict[str | None, tuple[tuple[str, "re.Pattern[str]"], ...]]
+
+# A character of a line: anything but an ASCII control character (\n included). That makes the
+# regexes PyYAML's printable check for ASCII text; other text is checked by isprintable.
+_CH = r"[ -~\x80-\U0010ffff]"
+_CH_NOT_SPACE = r"[!-~\x80-\U0010ffff]"
+_CH_NOT_SPACE_COLON = r"[!-9;-~\x80-\U0010ffff]"
+# What yaml_dump writes: ``key: value`` (value without padding, not ending in ":"), ``key:``
+# and the items below it (``- value``). Anchored at line starts: a line of any other shape is
+# skipped by findall, which the caller's line count catches. Possessive spaces, and no
+# backtracking but within one line: any text is read in linear time, as by _ANY.
+_DUMPED = re.compile(
+    rf"""
+    ^([A-Za-z_][A-Za-z0-9_-]*):
+    (?:
+        [ ]++({_CH}*{_CH_NOT_SPACE_COLON})\n
+      | \n((?:-[ ](?![ ]){_CH}*{_CH_NOT_SPACE_COLON}\n)*)
+    )
+    """,
+    re.M | re.X,
+)
+# Any line: key (a ``key:`` line) or dash (an item, with its indent), then the value stripped
+# ("" for none); a blank or comment line (PyYAML skips those at any indent) with every group
+# empty; bad: any other line, one with a control character included. Every match but bad ends
+# at a newline or the end, so findall walks the text line by line. Possessive: padding cannot
+# make a line's scan quadratic.
+_ANY = re.compile(
+    rf"""
+        (?:
+            ([A-Za-z_][A-Za-z0-9_-]*):(?:[ ]++|(?=\n|\Z))
+          | ([ ]*+-)[ ]++
+        )
+        ((?:[ ]*+{_CH_NOT_SPACE})*+)[ ]*(?:\n|\Z)
+      | [ ]*(?:\#{_CH}*)?(?:\n|\Z)
+      | ([^\n]+)
+    """,
+    re.X,
+)
+
+
+class _Table:
+    """What load needs for one resolver table, built once."""
+
+    __slots__ = ("by_first", "known", "plain_keys", "resolvers", "unsure")
+
+    def __init__(self, resolvers: Resolvers) -> None:
+        self.resolvers = resolvers
+        self.by_first = _by_first(resolvers)
+        # First characters of a value that may be something else than the string as it stands
+        # (None: any, a resolver applies to every first character).
+        self.unsure: frozenset[str] | None = None
+        if not self.by_first[None]:
+            self.unsure = frozenset({c for c in resolvers if c} | set(_INDICATORS) | {" "})
+        # Keys repeat in every file: those PyYAML reads as plain strings (bounded).
+        self.plain_keys: set[str] = set()
+        # Short typed values repeat too (null, true, 12, 4.6): value -> what PyYAML makes of it.
+        self.known: dict[str, Any] = {}
+
+
+_TABLES: dict[int, _Table] = {}
+
+
+def _table(resolvers: Resolvers) -> _Table:
+    t = _TABLES.get(id(resolvers))
+    if t is None or t.resolvers is not resolvers:
+        t = _TABLES[id(resolvers)] = _Table(resolvers)
+    return t
 
 
 def load(text: str, resolvers: Resolvers) -> dict[str, Any] | None:
     """The mapping in ``text``, or None when it is not in the simple shape (use PyYAML)."""
-    if "\t" in text or "\r" in text:
+    # Tabs, CRs and other non-printables (\x85, \u2028: PyYAML line breaks, even in a comment).
+    # ASCII text: the regexes refuse control characters, no need for a pass over the text.
+    if not text.isascii() and not text.replace("\n", "").isprintable():
         return None
-    out: dict[str, Any] = {}
-    lines = text.split("\n")
-    i, n = 0, len(lines)
-    while i < n:
-        line = lines[i]
-        i += 1
-        if not line.strip(" ") or line.startswith("#"):
-            continue
-        m = _KEY_LINE.match(line)
-        if m is None:
+    t = _table(resolvers)
+    out = _load_dumped(text, t)
+    if out is None:
+        out = _load_any(text, t)
+        if out is None:
             return None
-        key, rest = m.groups()
-        plain_key = _PLAIN_KEYS.get(key)
-        if plain_key is None:
-            plain_key = _tag(key, resolvers) is None
-            if len(_PLAIN_KEYS) < 4096:
-                _PLAIN_KEYS[key] = plain_key
-        if key in out or not plain_key:
-            return None  # a repeated key, or one PyYAML reads as null/bool/number
-        if rest is not None and rest.strip(" "):
-            value = _scalar(rest, resolvers)
-            if value is _FAIL:
-                return None
-            out[key] = value
-            continue
-        # ``key:`` alone: null, or a block sequence of one-line scalars below it.
-        items: list[Any] = []
-        indent: str | None = None
-        while i < n:
-            nxt = lines[i]
-            if not nxt.strip(" "):
-                i += 1
-                continue
-            if nxt.startswith("#") or (nxt[0] != " " and nxt[0] != "-"):
-                break
-            im = _ITEM_LINE.match(nxt)
-            if im is None or (indent is not None and im.group(1) != indent):
-                return None
-            indent = im.group(1)
-            value = _scalar(im.group(2), resolvers)
-            if value is _FAIL:
-                return None
-            items.append(value)
-            i += 1
-        out[key] = items if indent is not None else None
+    if not t.plain_keys.issuperset(out):
+        for k in out:
+            if k not in t.plain_keys:
+                if _tag(k, t.by_first) is not None:
+                    return None  # a key PyYAML reads as null/bool/number
+                if len(t.plain_keys) < 4096:
+                    t.plain_keys.add(k)
     return out or None  # nothing but comments: PyYAML's None, not {}
 
 
-def _scalar(s: str, resolvers: Resolvers) -> Any:
-    s = s.strip(" ")
-    if not s or not s.isprintable():
+def _load_dumped(text: str, t: _Table) -> dict[str, Any] | None:
+    """Text in yaml_dump's layout, or None. What a line regex would check per value (no " #",
+    no ": ") or per line (that it was read) is checked once, on the whole text."""
+    unsure = t.unsure
+    if unsure is None or text[-1:] != "\n" or " #" in text:
+        return None
+    out: dict[str, Any] = {}
+    lists = lines = 0
+    rows = _DUMPED.findall(text)
+    for key, value, block in rows:
+        if value:
+            if value[0] in unsure:
+                value = _scalar(value, t)
+                if value is _FAIL:
+                    return None
+            out[key] = value
+            continue
+        lists += 1
+        if block:
+            items: list[Any] = block[2:-1].split("\n- ")
+            lines += len(items)
+            for i, item in enumerate(items):
+                if item[0] in unsure:
+                    item = items[i] = _scalar(item, t)
+                    if item is _FAIL:
+                        return None
+            out[key] = items
+        else:
+            out[key] = None
+    if (
+        len(out) != len(rows)  # a repeated key
+        or text.count("\n") != len(rows) + lines  # a line of another shape
+        or text.count(": ") != len(rows) - lists  # a ": " inside a value
+    ):
+        return None
+    return out
+
+
+def _load_any(text: str, t: _Table) -> dict[str, Any] | None:
+    """Any text in the simple shape, or None."""
+    out: dict[str, Any] = {}
+    keys = 0
+    items: list[Any] | None = None  # the list under the last ``key:``, while items may follow
+    list_key = indent = ""
+    for key, dash, value, bad in _ANY.findall(text):
+        if key:
+            keys += 1
+            items = None
+            if not value:  # ``key:`` alone: null, or a block sequence below it
+                out[key] = None
+                items, list_key, indent = [], key, ""
+                continue
+            value = _scalar(value, t)
+            if value is _FAIL:
+                return None
+            out[key] = value
+        elif dash:
+            if items is None:
+                return None  # an item under ``key: value``, or a top-level sequence
+            if not items:
+                out[list_key], indent = items, dash
+            elif dash != indent:
+                return None
+            value = _scalar(value, t)
+            if value is _FAIL:
+                return None
+            items.append(value)
+        elif bad:
+            return None
+    if len(out) != keys:
+        return None  # a repeated key
+    return out
+
+
+def _scalar(s: str, t: _Table) -> Any:
+    """A stripped one-line value as PyYAML constructs it, or _FAIL (text checked printable)."""
+    if not s:
         return _FAIL
     c = s[0]
     if c == "'":
@@ -99,12 +212,21 @@ def _scalar(s: str, resolvers: Resolvers) -> Any:
         if len(s) < 2 or s[-1] != '"' or '"' in inner or "\\" in inner:
             return _FAIL
         return inner
-    if c in _INDICATORS or ": " in s or " #" in s or s.endswith(":"):
+    if c in _INDICATORS or ": " in s or " #" in s or s[-1] == ":":
         return _FAIL
-    tag = _tag(s, resolvers)
-    if tag is None:
+    value = t.known.get(s, _FAIL)
+    if value is _FAIL:
+        value = _typed(s, _tag(s, t.by_first))
+        if value is not _FAIL and len(s) <= 16:
+            if len(t.known) >= 4096:
+                t.known.clear()
+            t.known[s] = value
+    return value
+
+
+def _typed(s: str, kind: str | None) -> Any:
+    if kind is None:
         return s
-    kind = tag.rsplit(":", 1)[-1]
     if kind == "null":
         return None
     if kind == "bool":
@@ -116,25 +238,19 @@ def _scalar(s: str, resolvers: Resolvers) -> Any:
     return _FAIL
 
 
-def _tag(s: str, resolvers: Resolvers) -> str | None:
-    """The tag PyYAML's implicit resolvers give a plain scalar; None: a string."""
-    table = _BY_FIRST.get(id(resolvers))
-    if table is None or table[0] is not resolvers:
-        table = _BY_FIRST[id(resolvers)] = (resolvers, _by_first(resolvers))
-    for tag, rx in table[1].get(s[0], table[1].get(None, ())):
+def _tag(s: str, by_first: ByFirst) -> str | None:
+    """The kind of tag PyYAML's implicit resolvers give a plain scalar; None: a string."""
+    for kind, rx in by_first.get(s[0], by_first[None]):
         if rx.match(s):
-            return tag
+            return kind
     return None
 
 
 def _by_first(resolvers: Resolvers) -> ByFirst:
     """Resolvers by a scalar's first character, the catch-all ones (key None) included."""
     rest = tuple(resolvers.get(None, ()))
-    out: ByFirst = {
+    out: dict[str | None, tuple[tuple[str, re.Pattern[str]], ...]] = {
         ch: (*rs, *rest) for ch, rs in resolvers.items() if ch is not None
     }
     out[None] = rest
-    return out
-
-
-_BY_FIRST: dict[int, tuple[Resolvers, ByFirst]] = {}
+    return {ch: tuple((tag.rsplit(":", 1)[-1], rx) for tag, rx in rs) for ch, rs in out.items()}

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,7 @@ def same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)  # in order, too
     if isinstance(a, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and math.isnan(a):
@@ -36,14 +37,24 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+TABLE = frontmatter._table(RESOLVERS)
+
+
 def check(text: str) -> bool:
-    """True when the fast reader answered (it must then agree with PyYAML)."""
+    """True when the fast reader answered (it must then agree with PyYAML).
+
+    Each of its two readers is held to that on its own too, so that a bug in _load_dumped is
+    not hidden by _load_any answering the same text, or the other way round."""
     fast = frontmatter.load(text, RESOLVERS)
-    if fast is None:
-        return False
     slow = pyyaml(text)
-    assert same(fast, slow), f"{text!r}: fast {fast!r} != PyYAML {slow!r}"
-    return True
+    if fast is not None:
+        assert same(fast, slow), f"{text!r}: fast {fast!r} != PyYAML {slow!r}"
+    if text.isascii() or text.replace("\n", "").isprintable():  # what load checks first
+        for reader in (frontmatter._load_dumped, frontmatter._load_any):
+            got = reader(text, TABLE)
+            if got and all(frontmatter._tag(k, TABLE.by_first) is None for k in got):
+                assert same(got, slow), f"{text!r}: {reader.__name__} {got!r} != PyYAML {slow!r}"
+    return fast is not None
 
 
 # Words that PyYAML types specially, and characters that change how a line parses.
@@ -142,3 +153,182 @@ flat = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
 @given(st.dictionaries(fresh_key, st.one_of(flat, st.lists(flat, max_size=4)), max_size=6))
 def test_dumped_flat_documents_agree_with_pyyaml(data: dict[str, Any]) -> None:
     check(doc.yaml_dump(data))
+
+
+@st.composite
+def dumped_shape(draw: st.DrawFn) -> str:
+    """``key: value``, ``key:`` and column-0 items, as yaml_dump lays them out, but with any
+    value unquoted: text the bulk checks of _load_dumped must sort right."""
+    lines = []
+    for _ in range(draw(st.integers(1, 5))):
+        k = draw(st.one_of(fresh_key, key))
+        if draw(st.booleans()):
+            lines.append(f"{k}:{draw(st.sampled_from([' ', '  ']))}{draw(scalar_text)}")
+        else:
+            lines.append(f"{k}:")
+            lines.extend(f"- {draw(scalar_text)}" for _ in range(draw(st.integers(0, 3))))
+    return "\n".join(lines) + draw(st.sampled_from(["\n", "\n", ""]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(dumped_shape())
+def test_dumped_shape_agrees_with_pyyaml(text: str) -> None:
+    check(text)
+
+
+# Texts aimed at each fast path: (text, what load must give; None: must step aside; ANY: either).
+ANY = object()
+EDGES: list[tuple[str, Any]] = [
+    # ": ", " #" and ":" at the end: inside a plain value they end it or make a mapping.
+    ("a: b: c\n", None), ("a:\n- b: c\n", None), ("a: x:\n", None), ("a:\n- x:\n", None),
+    ("a: x #y\n", None), ("a:\n- x #y\n", None), ("a: #x\n", None),
+    ("a: x:y\n", {"a": "x:y"}), ("a: x :y\n", {"a": "x :y"}), ("a: x#y\n", {"a": "x#y"}),
+    ("a: x::y\n", {"a": "x::y"}), ("a: x : y\n", None),
+    # Quotes: inside them ": " and " #" are text (_load_any reads what _load_dumped refuses).
+    ("a: 'b: c'\n", {"a": "b: c"}), ("a: 'x #y'\n", {"a": "x #y"}), ('a: "b: c"\n', {"a": "b: c"}),
+    ("a:\n- 'b: c'\n- '#'\n", {"a": ["b: c", "#"]}), ("a: 'it''s'\n", {"a": "it's"}),
+    ("a: ''\n", {"a": ""}), ('a: ""\n', {"a": ""}), ("a: 'x' y\n", None), ("a: 'x\n", None),
+    ('a: "x\\"y"\n', None), ('a: "x\\ty"\n', None), ("a: 'x' #c\n", None),
+    # A leading indicator, or a character a resolver claims.
+    *((f"a: {c}x\n", None) for c in "-?:,[]{}#&*!|>%@`"),
+    ("a: - x\n", None), ("a:\n- - x\n", None), ("a: [x]\n", None), ("a: {x: 1}\n", None),
+    ("a: x-[y]{z},&*!|>%@`'\"\n", {"a": "x-[y]{z},&*!|>%@`'\""}),
+    ("a: null\nb: ~\nc: true\nd: No\ne: 4.6\ng: +4\nh: .5\ni: 1.\n",
+     {"a": None, "b": None, "c": True, "d": False, "e": 4.6, "g": 4, "h": 0.5, "i": 1.0}),
+    ("a: -3\n", None), ("a: 012\n", None), ("a: 0x1f\n", None), ("a: 1_0\n", None),
+    ("a: .inf\n", None), ("a: <<\n", None), ("a: =\n", None), ("a: 1e5\n", {"a": "1e5"}),
+    ("a: 1.5e+3\n", {"a": 1500.0}),
+    ("a: 2026-11-25\n", {"a": "2026-11-25"}), ("a: 1:20\n", ANY), ("a: 1M-5M\n", {"a": "1M-5M"}),
+    ("a:\n- 12\n- null\n- yes\n- '12'\n", {"a": [12, None, True, "12"]}),
+    # Padding, and whitespace that is not " ".
+    ("a: x  \n", {"a": "x"}), ("a:   x\n", {"a": "x"}), ("a:   \n", {"a": None}),
+    ("a:\n-   x  \n", {"a": ["x"]}), ("a:\n- \n", None), ("a:\n-\n", None), ("a:x\n", None),
+    ("a: x\u00a0\n", None), ("a: \u3000x\n", None), ("a: x\u2028y\n", None), ("a: x\x85y\n", None),
+    ("a: x\ty\n", None), ("a:\tx\n", None), ("\ta: x\n", None), ("a: x\x0by\n", None),
+    ("a: x\x0cy\n", None), ("a: x\x7f\n", None), ("a: x\x00\n", None), ("a:\n- x\x1b\n", None),
+    ("a: 1\n\x0c\n", None), ("a: é\n", {"a": "é"}), ("a:\n- ünï\n", {"a": ["ünï"]}),
+    # A line break PyYAML sees inside a comment (the old reader skipped the line it started).
+    ("a: 1\n# c\x85b: 2\n", None), ("a: 1\n# c\u2028b: 2\n", None), ("# c\x01\na: 1\n", None),
+    ("a: 1\n  # c\x1b\n", None),
+    # CRLF and CR.
+    ("a: x\r\nb: y\r\n", None), ("a:\r\n- x\r\n", None), ("a: x\rb: y\n", None),
+    # Document markers, in values and as lines.
+    ("a: ---\n", None), ("a: x --- y\n", {"a": "x --- y"}), ("a:\n- ---\n", None),
+    ("a: ...\n", {"a": "..."}), ("---\na: 1\n", None), ("a: 1\n---\nb: 2\n", None),
+    ("a: 1\n...\n", None), ("a: 1\n--- \n", None), ("%YAML 1.1\na: 1\n", None),
+    # Comments and blank lines (PyYAML skips them at any indent, inside a list too).
+    ("a: 1\n# c\nb: 2\n", {"a": 1, "b": 2}), ("a:\n- x\n# c\n- y\n", {"a": ["x", "y"]}),
+    ("a:\n  - x\n  # c\n\n  - y\n", {"a": ["x", "y"]}), ("a: 1\n  # c\n", {"a": 1}),
+    ("a:\n# c\n- x\n", {"a": ["x"]}), ("\n\na: 1\n\n", {"a": 1}), ("a: 1\n   \n", {"a": 1}),
+    ("# only\n", None), ("", None), ("\n", None),
+    # Lists: one indent per list, only under ``key:``.
+    ("a:\n  - x\n- y\n", None), ("a:\n- x\n  - y\n", None),
+    ("a:\n- x\nb: y\n", {"a": ["x"], "b": "y"}),
+    ("- x\n", None), ("a: 1\n- x\n", None), ("a:\n-x\n", None), ("a:\n- x\n  y\n", None),
+    ("a: x\n  y\n", None), ("a: x\ny\n", None), ("a:\n b: 1\n", None),
+    # No newline at the end.
+    ("a: 1", {"a": 1}), ("a:\n- x", {"a": ["x"]}), ("a:", {"a": None}), ("a: x ", {"a": "x"}),
+    # Keys.
+    ("a b: 1\n", None), ("a-b: 1\n_: 2\n", {"a-b": 1, "_": 2}), ("on: 1\n", None),
+    ("Null: x\n", None), ("a: 1\na: 2\n", None), ("a:\na: 1\n", None), ("a:\n- x\na:\n- y\n", None),
+    ("'a': 1\n", None), ("a : 1\n", None), (" a: 1\n", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), EDGES)
+def test_edges(text: str, expected: Any) -> None:
+    check(text)
+    if expected is not ANY:
+        got = frontmatter.load(text, RESOLVERS)
+        assert same(got, expected), f"{text!r}: {got!r}"
+
+
+def test_yaml_dump_output_takes_the_bulk_path() -> None:
+    """_load_dumped exists for what yaml_dump writes: it must not hand those to _load_any."""
+    for c in sample.companies(100, seed=5):
+        front, _ = doc.split_front_matter(c.index_md())
+        assert front is not None
+        assert frontmatter._load_dumped(front, TABLE) is not None, front
+    data = {"a": "x", "b": ["y", "12", "#z", 7], "c": None, "e": 4.5, "f": "#x", "g": "", "h": True}
+    text = doc.yaml_dump(data)
+    assert frontmatter._load_dumped(text, TABLE) == data, text
+
+
+def test_known_values_stay_bounded() -> None:
+    for i in range(5000):
+        assert frontmatter.load(f"a: {i}\nb: 1.{i}\n", RESOLVERS) == {"a": i, "b": float(f"1.{i}")}
+    assert 0 < len(TABLE.known) <= 4096
+
+
+def test_long_padded_lines_take_linear_time() -> None:
+    """Possessive matching: these would take minutes if a line's scan were quadratic."""
+    for text in ["k:" + " " * 50000 + ":\n", "k:" + " " * 50000 + "x\x01\n",
+                 "k: " + "a " * 25000 + ":\n", "  " * 25000 + "-\x01\n",
+                 "k: v\n" + " " * 50000 + "#\x01"]:
+        assert frontmatter.load(text, RESOLVERS) is None
+
+
+# --- split_front_matter ---------------------------------------------------------------------------
+
+
+def split_reference(text: str) -> tuple[str | None, str]:
+    """split_front_matter as it was, a loop over lines: the one-search version must not differ."""
+    if not (text.startswith("---\n") or text.startswith("---\r\n")):
+        return None, text
+    start = text.index("\n") + 1
+    pos = start
+    while True:
+        nl = text.find("\n", pos)
+        line = text[pos:] if nl < 0 else text[pos:nl]
+        if line.rstrip("\r ") in ("---", "..."):
+            return text[start:pos], ("" if nl < 0 else text[nl + 1 :])
+        if nl < 0:
+            raise doc.DocumentError("front matter is not closed by a '---' line")
+        pos = nl + 1
+
+
+def split_both(text: str) -> None:
+    try:
+        want: Any = split_reference(text)
+    except doc.DocumentError as exc:
+        want = str(exc)
+    try:
+        got: Any = doc.split_front_matter(text)
+    except doc.DocumentError as exc:
+        got = str(exc)
+    assert got == want, text
+
+
+SPLIT_LINES = ["---", "...", "--- ", "---\r", "--- \r ", "---\r\r", " ---", "----", "-- -", "...x",
+               ".. .", "x---", "---x", "--- x", "a: b", "a: ---", "", " ", "\r", "\t", "---\t"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(SPLIT_LINES), st.text(alphabet="-.\r\n\t x", max_size=6)),
+                max_size=8),
+       st.sampled_from(["\n", "\r\n", "\n\r"]), st.sampled_from(["", "\n", "\r\n", "x"]))
+def test_split_front_matter_as_before(lines: list[str], sep: str, end: str) -> None:
+    split_both(sep.join(lines) + end)
+    split_both("---" + sep + sep.join(lines) + end)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=40))
+def test_split_front_matter_as_before_on_any_text(text: str) -> None:
+    split_both(text)
+    split_both("---\n" + text)
+
+
+def test_split_front_matter_examples() -> None:
+    for text in ["---\n---\n", "---\n---", "---\r\n---\r\nb", "---\na: 1\n... \nb\n---\n", "---\n",
+                 "---\na: 1\n", "---\na: ---\n----\n---\r \r\nbody\n---\n", "--- \na: 1\n---\n",
+                 "---\n\n---\n\n", "---\na\n---x\n--- \n"]:
+        split_both(text)
+    assert doc.split_front_matter("---\na: 1\n---\nbody\n---\n") == ("a: 1\n", "body\n---\n")
+
+
+@pytest.mark.parametrize("text", ["---\ndescription: x\n---\n", "---\ndescription: [x]\n---\n",
+                                  "---\na: 1\ndescription:\n- x\n---\n"])
+def test_description_is_refused_on_both_paths(text: str) -> None:
+    with pytest.raises(doc.DocumentError, match="Markdown body"):
+        doc.parse_index(text)
