@@ -174,3 +174,26 @@ def test_paths_that_differ_only_in_slug(extra: list[dict[str, str]]) -> None:
             parts = ["companies", slug, *tail]
             want = next((r for p, r in table if _match(p.split("/"), parts, kinds)), Route.STORE)
             assert router.route(tuple(parts)) == want, (extra, parts)
+
+
+_RULE_SEGMENTS = ["**", "*", "{kind}", "companies", "c*", "wal", "x", "a?", "[!w]*", "_fields"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.lists(st.sampled_from(_RULE_SEGMENTS), min_size=1, max_size=4),
+                          st.sampled_from(["scratch", "readonly", "store", "invalid"])),
+                min_size=1, max_size=4),
+       st.lists(st.lists(st.sampled_from([*SEGMENTS, "x", "ab", "cx"]), min_size=1, max_size=5),
+                min_size=1, max_size=30))
+def test_rules_of_any_shape_route_as_the_table_says(rules: list[tuple[list[str], str]],
+                                                    paths: list[list[str]]) -> None:
+    """Arbitrary config rules (globs in the first segment, ``**`` anywhere): the router's
+    per-first-segment-and-depth cut of the rule table never drops a rule that matches."""
+    extra = [{"pattern": "/".join(p), "route": r} for p, r in rules]
+    router = Router(["companies", "people"], extra)
+    kinds = frozenset(["companies", "people"])
+    table = [(x["pattern"], Route(x["route"])) for x in extra]
+    table += [(x.pattern, x.route) for x in DEFAULT_ROUTES]
+    for parts in paths:
+        want = next((r for p, r in table if _match(p.split("/"), parts, kinds)), Route.STORE)
+        assert router.route(tuple(parts)) == want, (extra, parts)
