@@ -39,6 +39,7 @@ from .routing import FIELD_RE, SLUG_RE, PathError, Route, Router, check_name, ta
 from .scratch import Scratch
 from .state import NodeState
 from .views import EntityView, Views
+from .walkahead import ReadAhead
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class Operations(pyfuse3.Operations):
         self.attr_timeout = state.config.mount.attr_timeout
         self.handles: dict[int, Handle] = {}
         self.listings: Listings[Listed] = Listings()
+        self.walk_ahead = ReadAhead(self._data_s)
         self.writers = 0  # open BufferHandles: appenders the journal may batch together
         self._next_fh = 1
         # Kernel cache invalidation happens in a task of its own (see ``run``): listeners may
@@ -148,10 +150,14 @@ class Operations(pyfuse3.Operations):
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Invalidation and scratch promotion; started in the mount's nursery."""
         self.scratch.recover(self._promote)
-        async with trio.open_nursery() as n:
-            n.start_soon(self._invalidator)
-            n.start_soon(self._promoter)
-            task_status.started()
+        self.walk_ahead.start()
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(self._invalidator)
+                n.start_soon(self._promoter)
+                task_status.started()
+        finally:
+            self.walk_ahead.stop()
 
     @property
     def refused(self) -> int:
@@ -543,6 +549,8 @@ class Operations(pyfuse3.Operations):
             gen = self.listings.start(parent.ino, names)
             start_id = Listings.index_of(start_id)
             parent.listed = True
+            if len(parent.parts) == 2 and self._route(parent) is Route.ENTITY:
+                self.walk_ahead.visited(*parent.parts)
         else:
             gen, names, start_id = got
         if start_id >= len(names):

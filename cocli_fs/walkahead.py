@@ -1,0 +1,166 @@
+"""Read-ahead for walks over a kind folder (``find``, ``grep -r``, ``rsync``, ``du``).
+
+A walk lists entity folders one after another in the order we list ``companies/`` (the store's
+own directory order). Each listing of an entity folder reads that folder's blocks from the
+store's disk; cold, that read is the largest part of a walk (20,000 entities: ~2 s of a 5.5 s
+``find``) and it happens on the event loop, one folder at a time. Here a child process reads
+the next folders of the walk ahead of it, so the loop finds them in the page cache (20,000
+entities, cold: ``find`` 5.0–5.8 s → 4.0–4.7 s; with every folder read beforehand 3.3 s).
+
+A process, not a thread: a thread of ours takes the GIL from the event loop at each of its
+system calls, and that convoy cost the walk what the reads saved (measured: no gain). The
+loop's part is one non-blocking pipe write per listed entity; hints that do not fit are
+dropped, and the child exits when the pipe closes (also when the mount is killed).
+
+Only walks are read ahead: when the entity just listed comes shortly after the one listed
+before it in that order. Random visits (``stat`` of one entity, a scraper's writes) read
+nothing extra. The child learns the order by listing the kind folder itself, again when a
+visited name is not in the order it has (a new entity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+# Folders read ahead of the walk: far enough that the child's reads stay ahead while the
+# loop competes for the disk (64 gained little, reading everything at once ~as much as this).
+DEPTH = 4096
+REFRESH_S = 5.0  # a kind folder's order is listed again at most this often
+
+
+class WalkAhead:
+    """Decides which folders to read ahead (runs in the child process; no I/O but listing)."""
+
+    def __init__(self, root: str, depth: int = DEPTH,
+                 lister: Callable[[str], list[str]] | None = None) -> None:
+        self.root = root
+        self.depth = depth
+        self._list = lister or _names
+        self._order: dict[str, tuple[list[str], dict[str, int], float]] = {}
+        self._last: dict[str, int] = {}  # kind -> position of the folder listed last
+        self._ahead: dict[str, int] = {}  # kind -> positions below this are read already
+
+    def plan(self, kind: str, slug: str) -> list[str]:
+        """The entity folders (``kind/slug``) to read now that ``slug`` is being listed."""
+        got = self._order.get(kind)
+        pos = got[1].get(slug) if got is not None else None
+        if pos is None and (got is None or time.monotonic() - got[2] > REFRESH_S):
+            names = self._list(f"{self.root}/{kind}")
+            got = self._order[kind] = (names, {n: i for i, n in enumerate(names)},
+                                       time.monotonic())
+            pos = got[1].get(slug)
+        if got is None or pos is None:
+            return []
+        last = self._last.get(kind)
+        self._last[kind] = pos
+        # A walk moves forward a little between visits (more than one step when hints were
+        # dropped or skipped); anything else is a random visit.
+        if last is None or not 0 < pos - last <= self.depth:
+            return []
+        names = got[0]
+        start = max(pos + 1, self._ahead.get(kind, 0))
+        end = min(pos + 1 + self.depth, len(names))
+        if start >= end:
+            return []
+        self._ahead[kind] = end
+        return [f"{kind}/{names[i]}" for i in range(start, end)]
+
+
+class ReadAhead:
+    """The mount's side: starts the child and hands it the entities being listed."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+
+    def start(self) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "cocli_fs.walkahead", self.root],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
+            )
+        except OSError as exc:
+            log.warning("no read-ahead for walks: %s", exc)
+            return
+        assert self._proc.stdin is not None
+        self._fd = self._proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
+
+    def visited(self, kind: str, slug: str) -> None:
+        """An entity folder is being listed (on the event loop: one non-blocking write)."""
+        if self._fd < 0:
+            return
+        try:
+            os.write(self._fd, f"{kind}/{slug}\n".encode("utf-8", "surrogateescape"))
+        except BlockingIOError:
+            pass  # the child is behind: this hint is stale anyway
+        except OSError:
+            self._fd = -1  # the child is gone; walks are just not read ahead
+
+    def stop(self) -> None:
+        proc, self._proc, self._fd = self._proc, None, -1
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serve(root: str, fd: int = 0) -> int:
+    """The child: read hints from ``fd`` until it closes (the newest of each batch counts)
+    and read ahead. Returns how many folders it read."""
+    planner = WalkAhead(root)
+    pending = b""
+    warmed = 0
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return warmed
+        pending += chunk
+        lines, _, pending = pending.rpartition(b"\n")
+        if not lines:
+            continue
+        newest = lines.rsplit(b"\n", 1)[-1].decode("utf-8", "surrogateescape")
+        kind, _, slug = newest.partition("/")
+        for rel in planner.plan(kind, slug):
+            _warm(f"{root}/{rel}")
+            warmed += 1
+
+
+def _names(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _warm(path: str) -> None:
+    """Read a folder and the folders directly inside it (``notes/``, ``meetings/``)."""
+    try:
+        with os.scandir(path) as it:
+            subdirs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+        for d in subdirs:
+            with os.scandir(d) as it:
+                for _ in it:
+                    pass
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(sys.argv[1])

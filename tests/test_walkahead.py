@@ -1,0 +1,95 @@
+"""Read-ahead for walks: which folders are read (no mount), and the child process's life."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from cocli_fs.walkahead import ReadAhead, WalkAhead, serve
+
+NAMES = [f"c{i:03d}" for i in range(100)]
+
+
+def _planner(depth: int = 8) -> tuple[WalkAhead, list[str]]:
+    listed: list[str] = []
+
+    def lister(path: str) -> list[str]:
+        listed.append(path)
+        return list(NAMES)
+
+    return WalkAhead("/data", depth=depth, lister=lister), listed
+
+
+def test_a_walk_is_read_ahead_once_per_folder() -> None:
+    w, listed = _planner()
+    assert w.plan("companies", "c000") == []  # one visit is no walk yet
+    first = w.plan("companies", "c001")
+    assert first == [f"companies/c{i:03d}" for i in range(2, 10)]
+    assert w.plan("companies", "c002") == ["companies/c010"]  # only what is new
+    assert w.plan("companies", "c004") == ["companies/c011", "companies/c012"]  # hints dropped
+    assert listed == ["/data/companies"]  # the order is listed once
+
+
+def test_random_visits_read_nothing() -> None:
+    w, _ = _planner()
+    for slug in ("c050", "c007", "c093", "c020", "c001"):
+        assert w.plan("companies", slug) == []
+
+
+def test_the_end_of_the_folder_and_unknown_names() -> None:
+    w, listed = _planner()
+    w.plan("companies", "c097")
+    assert w.plan("companies", "c098") == ["companies/c099"]
+    assert w.plan("companies", "c099") == []
+    assert w.plan("companies", "new-entity") == []  # not in the order: listed again, later
+    assert len(listed) == 1  # ... but not more often than REFRESH_S
+
+
+def test_the_child_reads_ahead_and_exits_when_the_mount_goes(tmp_path: Path) -> None:
+    comp = tmp_path / "companies"
+    for n in NAMES[:5]:
+        (comp / n / "notes").mkdir(parents=True)
+    ra = ReadAhead(str(tmp_path))
+    ra.start()
+    assert ra._proc is not None
+    for n in NAMES[:5]:
+        ra.visited("companies", n)
+    ra.stop()  # closes the pipe: the child ends on its own
+    assert ra._proc is None
+    ra.visited("companies", "c001")  # after stop: nothing, no error
+
+
+def test_a_dead_child_does_not_break_the_mount(tmp_path: Path) -> None:
+    ra = ReadAhead(str(tmp_path))
+    ra.start()
+    assert ra._proc is not None
+    ra._proc.send_signal(signal.SIGKILL)
+    ra._proc.wait()
+    for _ in range(3):
+        ra.visited("companies", "c001")  # EPIPE is swallowed once, then hints stop
+    assert ra._fd == -1
+    ra.stop()
+
+
+def test_serve_reads_only_the_newest_hint_of_a_batch(tmp_path: Path) -> None:
+    comp = tmp_path / "companies"
+    for n in NAMES[:3]:
+        (comp / n).mkdir(parents=True)
+    r, w = os.pipe()
+    order = os.listdir(comp)  # the store's own order, which walks follow
+    os.write(w, f"companies/{order[0]}\ncompanies/{order[1]}\ncompanies/c0".encode())
+    os.close(w)
+    # one batch: only its newest hint counts, one visit is no walk; a partial line is kept
+    assert serve(str(tmp_path), r) == 0
+    os.close(r)
+
+
+def test_a_walk_in_the_store_order_reads_the_folders_after_it(tmp_path: Path) -> None:
+    comp = tmp_path / "companies"
+    for n in NAMES[:6]:
+        (comp / n).mkdir(parents=True)
+    order = os.listdir(comp)
+    w = WalkAhead(str(tmp_path))
+    w.plan("companies", order[0])
+    assert w.plan("companies", order[1]) == [f"companies/{n}" for n in order[2:]]
