@@ -647,7 +647,7 @@ def build_section(name: str, entry: dict[str, Any], charts: Charts) -> tuple[lis
 
 
 def load_note(data: dict[str, Any]) -> str:
-    """Say so when other work competed for the CPU (the highest 1-minute load seen)."""
+    """Say so when the machine was busy (the highest 1-minute load seen)."""
     nproc = data["machine"]["nproc"] or 1
     peak = max(
         [data["machine"]["load_before"][0], data["machine"]["load_after"][0]]
@@ -657,10 +657,10 @@ def load_note(data: dict[str, Any]) -> str:
     if before <= nproc / 2 and peak <= nproc:
         return ""
     return (
-        f" Other work shared the machine: the 1-minute load was {before:.1f} on {nproc} cores "
-        f"before this run started and up to {peak:.1f} during it (other engineers' builds, tests "
-        "and benchmarks), so wall times include waiting for a CPU; ratios within one run are "
-        "the fairer numbers."
+        f" The machine was busy: the 1-minute load was {before:.1f} on {nproc} cores "
+        f"before this run started and up to {peak:.1f} during it (the figure counts this run's "
+        "own processes as well as anything else running), so wall times may include waiting "
+        "for a CPU; ratios within one run are the fairer numbers."
     )
 
 
