@@ -33,6 +33,7 @@ from . import document as doc
 from . import fusepatch
 from .document import TOMBSTONE, Change, DocumentError
 from .inodes import InodeTable, Node
+from .invalidation import Invalidator
 from .listings import Listings
 from .record import RecordError, check_text
 from .routing import FIELD_RE, SLUG_RE, PathError, Route, Router, check_name, target_of
@@ -130,20 +131,10 @@ class Operations(pyfuse3.Operations):
         self.walk_ahead = ReadAhead(self._data_s)
         self.writers = 0  # open BufferHandles: appenders the journal may batch together
         self._next_fh = 1
-        # Kernel cache invalidation happens in a task of its own (see ``run``): listeners may
-        # fire inside our own handlers, where libfuse must not be called back.
-        # target -> the fields whose records changed it (None: anything, e.g. its store files)
-        self._inval_targets: dict[str, set[str] | None] = {}
-        self._inval_paths: set[tuple[str, ...]] = set()
-        self._inval_gone: set[tuple[str, str]] = set()  # (target, field) deleted: drop the name
-        self._inval_asked = 0
-        self._inval_done = 0
-        self._inval_calls: list[tuple[int, str | None]] = []  # collected, not yet sent
-        self._inval_busy = False  # the invalidator is in its worker thread
-        self._inval_send, self._inval_recv = trio.open_memory_channel[None](1)
-        self._inval_cond = trio.Condition()
-        state.listeners.append(self._on_records)
-        state.file_listeners.append(self._on_files)
+        # Kernel cache invalidation for what changes behind the kernel's back.
+        self.inval = Invalidator(self.table, self.views, router, self._data_s)
+        state.listeners.append(self.inval.on_records)
+        state.file_listeners.append(self.inval.on_files)
 
     # -- background tasks ------------------------------------------------------------------------
 
@@ -153,7 +144,7 @@ class Operations(pyfuse3.Operations):
         self.walk_ahead.start()
         try:
             async with trio.open_nursery() as n:
-                n.start_soon(self._invalidator)
+                n.start_soon(self.inval.run)
                 n.start_soon(self._promoter)
                 task_status.started()
         finally:
@@ -168,128 +159,6 @@ class Operations(pyfuse3.Operations):
         for parts in self.scratch.due(everything=True):
             with contextlib.suppress(OSError):
                 self._promote(parts)
-
-    def _on_records(self, targets: set[str], records: list[Any], local: bool) -> None:
-        pending = self._inval_targets
-        for t in targets:
-            self.views.drop(t, base=False)  # records change the overlay only
-            if t not in pending:
-                pending[t] = set()
-        for r in records:
-            if r.target in targets:
-                fields = pending[r.target]
-                if fields is not None:
-                    fields.add(r.field)
-                if r.tombstone:
-                    self._inval_gone.add((r.target, r.field))
-        self._wake()
-
-    def _on_files(self, paths: list[str]) -> None:
-        for p in paths:
-            parts = tuple(x for x in p.split("/") if x)
-            if len(parts) >= 2 and parts[0] in self.router.kinds:
-                t = target_of(parts)
-                self.views.drop(t)
-                self._inval_targets[t] = None
-            self._inval_paths.add(parts)
-        self._wake()
-
-    def _wake(self) -> None:
-        self._inval_asked += 1
-        with contextlib.suppress(trio.WouldBlock):
-            self._inval_send.send_nowait(None)  # bounded and coalescing: one wake-up is enough
-
-    def _collect(self) -> None:
-        """Turn what changed into kernel calls (cheap, no rendering; run on the loop)."""
-        targets, self._inval_targets = self._inval_targets, {}
-        paths, self._inval_paths = self._inval_paths, set()
-        gone, self._inval_gone = self._inval_gone, set()
-        calls = self._inval_calls  # (inode, None) or (parent inode, name)
-        for t, fields in targets.items():
-            self._invalidate_target(t, fields, calls, gone)
-        for p in paths:
-            self._invalidate_path(p, calls)
-
-    async def _invalidator(self) -> None:
-        async for _ in self._inval_recv:
-            asked = self._inval_asked
-            self._collect()
-            calls, self._inval_calls = self._inval_calls, []
-            if calls:
-                # In a thread: the kernel may wait for a page lock held by a writer that
-                # waits for our reply to its WRITE, so the event loop must keep serving.
-                self._inval_busy = True
-                try:
-                    await trio.to_thread.run_sync(_kernel_invalidate, calls)
-                finally:
-                    self._inval_busy = False
-            self._inval_done = max(self._inval_done, asked)
-            async with self._inval_cond:
-                self._inval_cond.notify_all()
-
-    async def _wait_invalidated(self) -> None:
-        """Let the invalidation task catch up, so a ``cat`` right after our ``close()`` sees
-        the change (bounded: a stuck kernel call must not hang the writer). When what changed
-        needs no kernel call (the usual field write: the kernel holds nothing stale), this
-        returns at once instead of waiting for the task."""
-        want = self._inval_asked
-        if self._inval_done >= want:
-            return
-        if not self._inval_busy:
-            self._collect()
-            if not self._inval_calls:
-                self._inval_done = want  # everything asked so far needed no kernel call
-                return
-        with trio.move_on_after(1.0):
-            async with self._inval_cond:
-                while self._inval_done < want:
-                    await self._inval_cond.wait()
-
-    def _invalidate_target(
-        self, target: str, fields: set[str] | None, calls: list[tuple[int, str | None]],
-        gone: set[tuple[str, str]],
-    ) -> None:
-        """Kernel calls for a changed entity; decided from the records, without rendering
-        (a render here would cost a merge for every local write). ``fields``: the fields
-        the records changed (None: anything may have changed). Only nodes the kernel knows
-        and whose content changed are invalidated; ``_fields/``'s own attributes never
-        depend on the overlay."""
-        ent = self.table.known(tuple(target.split("/")))
-        if ent is None:
-            return
-        if ent.listed and any(
-            # the kernel may cache the entity's listing: a view-only file may (dis)appear
-            (name == doc.INDEX or fields is None or doc.TAGS in fields)
-            and not os.path.exists(f"{self._data_s}/{target}/{name}")
-            for name in (doc.INDEX, doc.TAGS_FILE)
-        ):
-            ent.listed = False
-            calls.append((ent.ino, None))
-        for name, child in list((ent.children or {}).items()):
-            if name == doc.INDEX or (
-                name == doc.TAGS_FILE and (fields is None or doc.TAGS in fields)
-            ):
-                calls.append((child.ino, None))
-                if not os.path.exists(f"{self._data_s}/{target}/{name}"):
-                    calls.append((ent.ino, name))  # a view-only file may have (dis)appeared
-            elif name == "_fields":
-                if fields is None or child.listed:
-                    child.listed = False  # its listing may have gained or lost a name
-                    calls.append((child.ino, None))
-                for fname, f in list((child.children or {}).items()):
-                    if fields is None or fname in fields:
-                        calls.append((f.ino, None))
-                    if (target, fname) in gone:
-                        calls.append((child.ino, fname))
-
-    def _invalidate_path(self, parts: tuple[str, ...], calls: list[tuple[int, str | None]]) -> None:
-        node = self.table.known(parts)
-        if node is not None:
-            calls.append((node.ino, None))
-        parent = self.table.known(parts[:-1]) if parts else None
-        if parent is not None and parts:
-            calls.append((parent.ino, parts[-1]))
-            calls.append((parent.ino, None))
 
     async def _promoter(self) -> None:
         while True:
@@ -496,7 +365,7 @@ class Operations(pyfuse3.Operations):
         if fusepatch.NO_OPENDIR:
             # The kernel remembers this for the mount: no OPENDIR/RELEASEDIR from now on (two
             # of the five requests per folder of a ``find``), and it caches listings itself
-            # (we invalidate them: ``_invalidate_target``/``_invalidate_path``).
+            # (``invalidation.Invalidator`` drops those it changes).
             raise FUSEError(errno.ENOSYS)
         return pyfuse3.FileHandleT(inode)  # readdir lists by inode either way
 
@@ -1005,21 +874,8 @@ class Operations(pyfuse3.Operations):
             data = bytes(h.buf)
             await self._commit(h.node, h.route, data)
             if h.wrote_last and h.route is Route.FIELD:
-                self._spare_written(h.node, data)
-            await self._wait_invalidated()
-
-    def _spare_written(self, node: Node, data: bytes) -> None:
-        """The field file just written through this inode: if its committed value renders to
-        the very bytes written, the kernel's view of it is already right (it dropped its
-        cached size after the WRITE, and an open for reading drops the pages: generations),
-        so no invalidation round trip for it. Other files of the entity are still queued."""
-        target = target_of(node.parts)
-        fields = self._inval_targets.get(target)
-        if not fields or node.parts[3] not in fields:
-            return
-        present, value = self.views.field_value(target, node.parts[3])
-        if present and doc.field_text(node.parts[3], value).encode("utf-8") == data:
-            fields.discard(node.parts[3])
+                self.inval.spare_written(h.node, data)
+            await self.inval.wait()
 
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         h = self.handles.get(fh)
@@ -1104,7 +960,7 @@ class Operations(pyfuse3.Operations):
             await self.state.write_fields(target, changes)
         except RecordError as exc:
             raise refuse(errno.EINVAL, what, str(exc)) from None
-        await self._wait_invalidated()
+        await self.inval.wait()
 
     # -- rename ----------------------------------------------------------------------------------
 
@@ -1189,7 +1045,7 @@ class Operations(pyfuse3.Operations):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.data.joinpath(*src.parts))
             self.state.dirty.mark_deleted(_rel(src.parts))
-        await self._wait_invalidated()
+        await self.inval.wait()
 
     def _write_store_file(self, parts: tuple[str, ...], data: bytes) -> None:
         path = self.data.joinpath(*parts)

@@ -1,0 +1,195 @@
+"""Kernel cache invalidation for the mount: what changed behind the kernel's back, turned
+into ``invalidate_inode``/``invalidate_entry`` calls.
+
+The kernel caches names, attributes, file pages and folder listings (entry/attr timeouts,
+``keep_cache``, listings without OPENDIR). Local writes through the mount change what it cached
+only via journal records (an ``_index.md`` rendered from the overlay); peers' records, S3
+pulls and compaction change it without the kernel knowing at all. ``NodeState`` listeners
+report both here (``on_records``, ``on_files``); they may fire inside our own request handlers,
+where libfuse must not be called back, so the calls are collected and made by a task of their
+own (``run``), in a worker thread. ``wait`` lets a writer's ``close()`` return only once the
+kernel has dropped what its write made stale, so a ``cat`` right after it sees the change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import pyfuse3
+import trio
+
+from . import document as doc
+from .inodes import InodeTable, Node
+from .routing import Router, target_of
+from .views import Views
+
+Calls = list[tuple[int, str | None]]
+"""(inode, None): drop its attributes and pages; (parent inode, name): drop the name."""
+
+
+class Invalidator:
+    def __init__(self, table: InodeTable, views: Views, router: Router, data: str) -> None:
+        self.table = table
+        self.views = views
+        self.router = router
+        self._data = data
+        # target -> the fields whose records changed it (None: anything, e.g. its store files)
+        self._targets: dict[str, set[str] | None] = {}
+        self._paths: set[tuple[str, ...]] = set()
+        self._gone: set[tuple[str, str]] = set()  # (target, field) deleted: drop the name
+        self._asked = 0
+        self._done = 0
+        self._calls: Calls = []  # collected, not yet sent
+        self._busy = False  # the task is in its worker thread
+        self._send, self._recv = trio.open_memory_channel[None](1)
+        self._cond = trio.Condition()
+
+    def on_records(self, targets: set[str], records: list[Any], local: bool) -> None:
+        """``NodeState`` listener: records changed these entities' overlay."""
+        pending = self._targets
+        for t in targets:
+            self.views.drop(t, base=False)  # records change the overlay only
+            if t not in pending:
+                pending[t] = set()
+        for r in records:
+            if r.target in targets:
+                fields = pending[r.target]
+                if fields is not None:
+                    fields.add(r.field)
+                if r.tombstone:
+                    self._gone.add((r.target, r.field))
+        self._wake()
+
+    def on_files(self, paths: list[str]) -> None:
+        """``NodeState`` listener: these store files changed (pulled, compacted)."""
+        for p in paths:
+            parts = tuple(x for x in p.split("/") if x)
+            if len(parts) >= 2 and parts[0] in self.router.kinds:
+                t = target_of(parts)
+                self.views.drop(t)
+                self._targets[t] = None
+            self._paths.add(parts)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._asked += 1
+        with contextlib.suppress(trio.WouldBlock):
+            self._send.send_nowait(None)  # bounded and coalescing: one wake-up is enough
+
+    def _collect(self) -> None:
+        """Turn what changed into kernel calls (cheap, no rendering; run on the loop)."""
+        targets, self._targets = self._targets, {}
+        paths, self._paths = self._paths, set()
+        gone, self._gone = self._gone, set()
+        calls = self._calls  # (inode, None) or (parent inode, name)
+        for t, fields in targets.items():
+            self._target(t, fields, calls, gone)
+        for p in paths:
+            self._path(p, calls)
+
+    async def run(self) -> None:
+        """The task that makes the kernel calls (started in the mount's nursery)."""
+        async for _ in self._recv:
+            asked = self._asked
+            self._collect()
+            calls, self._calls = self._calls, []
+            if calls:
+                # In a thread: the kernel may wait for a page lock held by a writer that
+                # waits for our reply to its WRITE, so the event loop must keep serving.
+                self._busy = True
+                try:
+                    await trio.to_thread.run_sync(kernel_invalidate, calls)
+                finally:
+                    self._busy = False
+            self._done = max(self._done, asked)
+            async with self._cond:
+                self._cond.notify_all()
+
+    async def wait(self) -> None:
+        """Let the invalidation task catch up, so a ``cat`` right after our ``close()`` sees
+        the change (bounded: a stuck kernel call must not hang the writer). When what changed
+        needs no kernel call (the usual field write: the kernel holds nothing stale), this
+        returns at once instead of waiting for the task."""
+        want = self._asked
+        if self._done >= want:
+            return
+        if not self._busy:
+            self._collect()
+            if not self._calls:
+                self._done = want  # everything asked so far needed no kernel call
+                return
+        with trio.move_on_after(1.0):
+            async with self._cond:
+                while self._done < want:
+                    await self._cond.wait()
+
+    def _target(
+        self, target: str, fields: set[str] | None, calls: Calls,
+        gone: set[tuple[str, str]],
+    ) -> None:
+        """Kernel calls for a changed entity; decided from the records, without rendering
+        (a render here would cost a merge for every local write). ``fields``: the fields
+        the records changed (None: anything may have changed). Only nodes the kernel knows
+        and whose content changed are invalidated; ``_fields/``'s own attributes never
+        depend on the overlay."""
+        ent = self.table.known(tuple(target.split("/")))
+        if ent is None:
+            return
+        if ent.listed and any(
+            # the kernel may cache the entity's listing: a view-only file may (dis)appear
+            (name == doc.INDEX or fields is None or doc.TAGS in fields)
+            and not os.path.exists(f"{self._data}/{target}/{name}")
+            for name in (doc.INDEX, doc.TAGS_FILE)
+        ):
+            ent.listed = False
+            calls.append((ent.ino, None))
+        for name, child in list((ent.children or {}).items()):
+            if name == doc.INDEX or (
+                name == doc.TAGS_FILE and (fields is None or doc.TAGS in fields)
+            ):
+                calls.append((child.ino, None))
+                if not os.path.exists(f"{self._data}/{target}/{name}"):
+                    calls.append((ent.ino, name))  # a view-only file may have (dis)appeared
+            elif name == "_fields":
+                if fields is None or child.listed:
+                    child.listed = False  # its listing may have gained or lost a name
+                    calls.append((child.ino, None))
+                for fname, f in list((child.children or {}).items()):
+                    if fields is None or fname in fields:
+                        calls.append((f.ino, None))
+                    if (target, fname) in gone:
+                        calls.append((child.ino, fname))
+
+    def _path(self, parts: tuple[str, ...], calls: Calls) -> None:
+        node = self.table.known(parts)
+        if node is not None:
+            calls.append((node.ino, None))
+        parent = self.table.known(parts[:-1]) if parts else None
+        if parent is not None and parts:
+            calls.append((parent.ino, parts[-1]))
+            calls.append((parent.ino, None))
+
+    def spare_written(self, node: Node, data: bytes) -> None:
+        """The field file just written through this inode: if its committed value renders to
+        the very bytes written, the kernel's view of it is already right (it dropped its
+        cached size after the WRITE, and an open for reading drops the pages: generations),
+        so no invalidation round trip for it. Other files of the entity are still queued."""
+        target = target_of(node.parts)
+        fields = self._targets.get(target)
+        if not fields or node.parts[3] not in fields:
+            return
+        present, value = self.views.field_value(target, node.parts[3])
+        if present and doc.field_text(node.parts[3], value).encode("utf-8") == data:
+            fields.discard(node.parts[3])
+
+
+def kernel_invalidate(calls: Calls) -> None:
+    """Drop the kernel's cached attributes, data and names (run in a worker thread)."""
+    for ino, name in calls:
+        with contextlib.suppress(OSError):
+            if name is None:
+                pyfuse3.invalidate_inode(ino)
+            else:
+                pyfuse3.invalidate_entry(ino, name.encode("utf-8", "surrogateescape"))

@@ -1,0 +1,92 @@
+"""Which kernel calls a change makes (no mount): only nodes the kernel may hold, only what the
+change made stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+from cocli_fs import record as rec
+from cocli_fs.inodes import InodeTable, Node
+from cocli_fs.invalidation import Calls, Invalidator
+from cocli_fs.routing import Router
+from cocli_fs.views import Views
+
+
+class _Views:
+    """What the invalidator asks of the views: drop a target (recorded)."""
+
+    def __init__(self) -> None:
+        self.dropped: list[tuple[str, bool]] = []
+
+    def drop(self, target: str, base: bool = True) -> None:
+        self.dropped.append((target, base))
+
+
+def _setup(tmp_path: Path) -> tuple[Invalidator, InodeTable, _Views, dict[str, Node]]:
+    (tmp_path / "companies" / "acme").mkdir(parents=True)
+    (tmp_path / "companies" / "acme" / "_index.md").write_text("---\nname: Acme\n---\n")
+    router = Router(["companies"])
+    table = InodeTable(router)
+    views = _Views()
+    inv = Invalidator(table, cast(Views, views), router, str(tmp_path))
+    kind = table.child(table.root, "companies")
+    ent = table.child(kind, "acme")
+    nodes = {
+        "ent": ent,
+        "index": table.child(ent, "_index.md"),
+        "fields": table.child(ent, "_fields", virtual=True),
+    }
+    nodes["email"] = table.child(nodes["fields"], "email", virtual=True)
+    nodes["phone"] = table.child(nodes["fields"], "phone", virtual=True)
+    return inv, table, views, nodes
+
+
+def _record(field: str, value: Any = "x", tombstone: bool = False, target: str = "companies/acme"
+            ) -> rec.Record:
+    return rec.make(hlc=1 << 20, node_id="a", seq=1, target=target, field=field,
+                    value=None if tombstone else value, tombstone=tombstone)
+
+
+def _calls(inv: Invalidator) -> Calls:
+    inv._collect()
+    calls, inv._calls = inv._calls, []
+    return calls
+
+
+def test_a_field_change_drops_that_field_and_the_rendered_index(tmp_path: Path) -> None:
+    inv, _, views, n = _setup(tmp_path)
+    inv.on_records({"companies/acme"}, [_record("email")], True)
+    assert views.dropped == [("companies/acme", False)]  # the parsed base is kept
+    assert sorted(_calls(inv)) == sorted([(n["index"].ino, None), (n["email"].ino, None)])
+
+
+def test_a_deleted_field_also_drops_its_name(tmp_path: Path) -> None:
+    inv, _, _, n = _setup(tmp_path)
+    inv.on_records({"companies/acme"}, [_record("phone", tombstone=True)], False)
+    assert (n["fields"].ino, "phone") in _calls(inv)
+
+
+def test_a_listed_fields_folder_is_dropped_when_any_field_changes(tmp_path: Path) -> None:
+    inv, _, _, n = _setup(tmp_path)
+    n["fields"].listed = True
+    inv.on_records({"companies/acme"}, [_record("website")], False)  # a new name
+    calls = _calls(inv)
+    assert (n["fields"].ino, None) in calls
+    assert not n["fields"].listed  # until the kernel lists it again
+
+
+def test_an_entity_the_kernel_does_not_hold_costs_no_call(tmp_path: Path) -> None:
+    inv, _, _, _ = _setup(tmp_path)
+    inv.on_records({"companies/other"}, [_record("email", target="companies/other")], False)
+    assert _calls(inv) == []
+
+
+def test_a_pulled_store_file_drops_itself_its_name_and_its_folder(tmp_path: Path) -> None:
+    inv, table, views, n = _setup(tmp_path)
+    notes = table.child(n["ent"], "notes")
+    inv.on_files(["companies/acme/notes"])
+    calls = _calls(inv)
+    assert views.dropped == [("companies/acme", True)]  # store files: parse again
+    for call in [(notes.ino, None), (n["ent"].ino, "notes"), (n["ent"].ino, None)]:
+        assert call in calls
