@@ -152,3 +152,25 @@ def test_tail_f_sees_appended_note(m: Mount) -> None:
     finally:
         t.kill()
         t.wait()
+
+
+def test_listings_follow_files_the_kernel_did_not_see_created(m: Mount) -> None:
+    """The kernel may cache listings (the patch's folders without OPENDIR): a file that appears
+    in the store behind its back — a new day's journal written by the mount itself, a file
+    put into the store directly — shows in the next listing, as does one that goes."""
+    slug = sorted(os.listdir(m.data / "companies"))[1]
+    ent = m.path("companies", slug)
+    before = sorted(os.listdir(ent))
+    wal_before = sorted(os.listdir(m.path("wal")))
+    stray = m.data / "companies" / slug / "from-elsewhere.md"
+    stray.write_text("put here without the mount\n")
+    journal = m.data / "wal" / "20200101_elsewhere.usv"
+    journal.write_bytes(b"")
+    try:
+        assert sorted(os.listdir(ent)) == sorted([*before, "from-elsewhere.md"])
+        assert sorted(os.listdir(m.path("wal"))) == sorted([*wal_before, journal.name])
+    finally:
+        stray.unlink()
+        journal.unlink()
+    assert sorted(os.listdir(ent)) == before
+    assert sorted(os.listdir(m.path("wal"))) == wal_before
