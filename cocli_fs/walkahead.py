@@ -10,7 +10,8 @@ entities, cold: ``find`` 5.0–5.8 s → 4.0–4.7 s; with every folder read bef
 A process, not a thread: a thread of ours takes the GIL from the event loop at each of its
 system calls, and that convoy cost the walk what the reads saved (measured: no gain). The
 loop's part is one non-blocking pipe write per listed entity; hints that do not fit are
-dropped, and the child exits when the pipe closes (also when the mount is killed).
+dropped, and the child exits when the pipe closes (also when the mount is killed); a lost child is
+replaced, at most once a minute.
 
 Only walks are read ahead: when the entity just listed comes shortly after the one listed
 before it in that order. Random visits (``stat`` of one entity, a scraper's writes) read
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # loop competes for the disk (64 gained little, reading everything at once ~as much as this).
 DEPTH = 4096
 REFRESH_S = 5.0  # a kind folder's order is listed again at most this often
+RESTART_S = 60.0  # a lost child is replaced at most this often
 
 
 class WalkAhead:
@@ -81,8 +83,13 @@ class ReadAhead:
         self.root = root
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
+        self._started = 0.0
+        self._wanted = False  # between start() and stop()
+        self.restarts = 0
 
     def start(self) -> None:
+        self._wanted = True
+        self._started = time.monotonic()
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "cocli_fs.walkahead", self.root],
@@ -98,15 +105,33 @@ class ReadAhead:
     def visited(self, kind: str, slug: str) -> None:
         """An entity folder is being listed (on the event loop: one non-blocking write)."""
         if self._fd < 0:
+            if self._wanted and time.monotonic() - self._started >= RESTART_S:
+                self._lost()  # the child was lost a while ago: try another
             return
         try:
             os.write(self._fd, f"{kind}/{slug}\n".encode("utf-8", "surrogateescape"))
         except BlockingIOError:
             pass  # the child is behind: this hint is stale anyway
         except OSError:
-            self._fd = -1  # the child is gone; walks are just not read ahead
+            self._lost()
+
+    def _lost(self) -> None:
+        """The child is gone (killed, out of memory): reap it and start another, at most once
+        a minute; meanwhile walks are just not read ahead."""
+        proc, self._proc, self._fd = self._proc, None, -1
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                assert proc.stdin is not None
+                proc.stdin.close()
+            proc.poll()
+        if self._wanted and time.monotonic() - self._started >= RESTART_S:
+            log.warning("read-ahead child ended (exit %s); starting another",
+                        proc.returncode if proc is not None else None)
+            self.restarts += 1
+            self.start()
 
     def stop(self) -> None:
+        self._wanted = False
         proc, self._proc, self._fd = self._proc, None, -1
         if proc is None:
             return

@@ -60,16 +60,22 @@ def test_the_child_reads_ahead_and_exits_when_the_mount_goes(tmp_path: Path) -> 
     ra.visited("companies", "c001")  # after stop: nothing, no error
 
 
-def test_a_dead_child_does_not_break_the_mount(tmp_path: Path) -> None:
+def test_a_dead_child_does_not_break_the_mount_and_is_replaced(tmp_path: Path) -> None:
     ra = ReadAhead(str(tmp_path))
     ra.start()
     assert ra._proc is not None
     ra._proc.send_signal(signal.SIGKILL)
     ra._proc.wait()
     for _ in range(3):
-        ra.visited("companies", "c001")  # EPIPE is swallowed once, then hints stop
-    assert ra._fd == -1
+        ra.visited("companies", "c001")  # EPIPE is swallowed, then hints stop for a while
+    assert ra._fd == -1 and ra.restarts == 0
+    ra._started -= 61  # a minute later, the next hint starts another child
+    ra.visited("companies", "c001")
+    assert ra.restarts == 1 and ra._proc is not None and ra._proc.poll() is None
+    ra.visited("companies", "c002")
+    assert ra._fd >= 0
     ra.stop()
+    assert ra._proc is None
 
 
 def test_serve_reads_only_the_newest_hint_of_a_batch(tmp_path: Path) -> None:
