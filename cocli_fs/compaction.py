@@ -795,6 +795,8 @@ async def retire_in_mount(state: NodeState) -> list[str]:
                 state.replicas.release(p.name)
             os.unlink(p)
             done.append(p.name)
+    if done:
+        state.notify_files([f"wal/{n}" for n in done])  # a listing of wal/ may show them
     return done
 
 

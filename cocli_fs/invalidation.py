@@ -21,7 +21,9 @@ import pyfuse3
 import trio
 
 from . import document as doc
+from . import record as rec
 from .inodes import InodeTable, Node
+from .journal import journal_name
 from .routing import Router, target_of
 from .views import Views
 
@@ -43,6 +45,7 @@ class Invalidator:
         self._done = 0
         self._calls: Calls = []  # collected, not yet sent
         self._busy = False  # the task is in its worker thread
+        self._journals: set[str] = set()  # journal file names seen since wal/ was listed
         self._send, self._recv = trio.open_memory_channel[None](1)
         self._cond = trio.Condition()
 
@@ -60,7 +63,24 @@ class Invalidator:
                     fields.add(r.field)
                 if r.tombstone:
                     self._gone.add((r.target, r.field))
+        self._new_journals(records)
         self._wake()
+
+    def _new_journals(self, records: list[Any]) -> None:
+        """A record in a journal file ``wal/`` did not have (a new day, a new peer's replica):
+        the journal writers do not go through the kernel, so a listing of ``wal/`` the kernel
+        keeps is dropped. Only while it may keep one: nothing per record otherwise."""
+        wal = self.table.known(("wal",))
+        if wal is None or not wal.listed:
+            self._journals.clear()
+            return
+        for r in records:
+            name = journal_name(rec.hlc_day(r.hlc), r.node_id)
+            if name not in self._journals:
+                if len(self._journals) > 4096:
+                    self._journals.clear()
+                self._journals.add(name)
+                self._paths.add(("wal", name))
 
     def on_files(self, paths: list[str]) -> None:
         """``NodeState`` listener: these store files changed (pulled, compacted)."""

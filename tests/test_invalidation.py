@@ -90,3 +90,15 @@ def test_a_pulled_store_file_drops_itself_its_name_and_its_folder(tmp_path: Path
     assert views.dropped == [("companies/acme", True)]  # store files: parse again
     for call in [(notes.ino, None), (n["ent"].ino, "notes"), (n["ent"].ino, None)]:
         assert call in calls
+
+
+def test_a_record_in_a_new_journal_drops_a_kept_listing_of_wal(tmp_path: Path) -> None:
+    inv, table, _, _ = _setup(tmp_path)
+    inv.on_records({"companies/acme"}, [_record("email")], True)
+    _calls(inv)  # wal/ not known to the kernel: nothing about it
+    wal = table.child(table.root, "wal")
+    wal.listed = True
+    inv.on_records({"companies/acme"}, [_record("email")], True)
+    assert (wal.ino, None) in _calls(inv)
+    inv.on_records({"companies/acme"}, [_record("phone")], True)  # the same journal file
+    assert (wal.ino, None) not in _calls(inv)

@@ -154,23 +154,33 @@ def test_tail_f_sees_appended_note(m: Mount) -> None:
         t.wait()
 
 
-def test_listings_follow_files_the_kernel_did_not_see_created(m: Mount) -> None:
-    """The kernel may cache listings (the patch's folders without OPENDIR): a file that appears
-    in the store behind its back — a new day's journal written by the mount itself, a file
-    put into the store directly — shows in the next listing, as does one that goes."""
-    slug = sorted(os.listdir(m.data / "companies"))[1]
-    ent = m.path("companies", slug)
-    before = sorted(os.listdir(ent))
-    wal_before = sorted(os.listdir(m.path("wal")))
-    stray = m.data / "companies" / slug / "from-elsewhere.md"
-    stray.write_text("put here without the mount\n")
-    journal = m.data / "wal" / "20200101_elsewhere.usv"
-    journal.write_bytes(b"")
-    try:
-        assert sorted(os.listdir(ent)) == sorted([*before, "from-elsewhere.md"])
-        assert sorted(os.listdir(m.path("wal"))) == sorted([*wal_before, journal.name])
-    finally:
-        stray.unlink()
-        journal.unlink()
-    assert sorted(os.listdir(ent)) == before
-    assert sorted(os.listdir(m.path("wal"))) == wal_before
+
+def test_a_new_journal_shows_in_a_listing_of_wal_taken_before_it(tmp_path: Path) -> None:
+    """The kernel may keep a listing of ``wal/`` (the patch's folders without OPENDIR); the
+    journal writer creates files without going through it, and the mount drops the listing."""
+    slug = sample_data(tmp_path / "data", 1)[0]
+    (tmp_path / "data" / "wal" / "20200101_old.usv").write_bytes(b"")  # a listing to keep
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a") as mount:
+        assert os.listdir(mount.path("wal")) == ["20200101_old.usv"]
+        time.sleep(0.05)
+        assert os.listdir(mount.path("wal")) == ["20200101_old.usv"]
+        mount.path("companies", slug, "_fields", "email").write_text("new@example.test\n")
+        store = sorted(os.listdir(tmp_path / "data" / "wal"))
+        assert len(store) == 2 and sorted(os.listdir(mount.path("wal"))) == store
+
+
+def test_files_put_into_the_store_by_hand_show_once_attributes_expire(tmp_path: Path) -> None:
+    """Changes made in DATA behind the mount's back (not supported for writing, but seen):
+    a kept listing is checked against the folder's time when its attributes expire."""
+    slug = sample_data(tmp_path / "data", 1)[0]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[mount]\nattr_timeout = 0.5\nentry_timeout = 0.5\n")
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a", config=cfg) as mount:
+        ent = mount.path("companies", slug)
+        before = sorted(os.listdir(ent))
+        (tmp_path / "data" / "companies" / slug / "by-hand.md").write_text("x\n")
+        deadline = time.monotonic() + 5
+        while "by-hand.md" not in os.listdir(ent):
+            assert time.monotonic() < deadline, "a file put into DATA never showed"
+            time.sleep(0.1)
+        assert sorted(os.listdir(ent)) == sorted([*before, "by-hand.md"])
