@@ -71,12 +71,6 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-def load_front(text: str) -> Any:
-    """Front-matter YAML: the fast reader for cocli's plain shape, PyYAML for the rest."""
-    fast = frontmatter.load(text, _Loader.yaml_implicit_resolvers)
-    return fast if fast is not None else yaml_load(text)
-
-
 def yaml_dump(data: Mapping[str, Any]) -> str:
     out: str = yaml.dump(
         dict(data),
@@ -134,7 +128,8 @@ def parse_index(text: str) -> BaseDoc:
     front_text, body = split_front_matter(text)
     front: dict[str, Any] = {}
     if front_text is not None and front_text.strip():
-        # As load_front, inline: keys from the fast reader are plain non-empty strings already.
+        # The fast reader for cocli's plain shape, PyYAML for the rest; keys from the fast
+        # reader are plain non-empty strings already.
         data = frontmatter.load(front_text, _Loader.yaml_implicit_resolvers)
         if data is None:
             try:
