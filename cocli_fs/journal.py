@@ -183,7 +183,7 @@ def _group(records: Iterable[Record]) -> dict[str, list[bytes]]:
     encode = rec.encode
     day = rec.hlc_day
     for r in records:
-        name = f"{day(r.hlc)}_{r.node_id}.usv"  # journal_name, inlined
+        name = journal_name(day(r.hlc), r.node_id)
         chunks = out.get(name)
         if chunks is None:
             out[name] = [encode(r)]
