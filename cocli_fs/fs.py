@@ -396,10 +396,11 @@ class Operations(pyfuse3.Operations):
         if route is Route.ENTITY:
             target = target_of(parts)
             if self.views.has_overlay(target):
+                v = self.views.get(target)
                 have = {x[0] for x in out}
-                if doc.INDEX not in have and self.views.get(target).index is not None:
+                if doc.INDEX not in have and v.index is not None:
                     out.append((doc.INDEX, False, stat.S_IFREG, 0))
-                if doc.TAGS_FILE not in have and self.views.get(target).tags is not None:
+                if doc.TAGS_FILE not in have and v.tags is not None:
                     out.append((doc.TAGS_FILE, False, stat.S_IFREG, 0))
             # ``_fields/`` is not listed (like ZFS's hidden ``.zfs``): it is reached by name.
             # Listed, ``cp -r``/``rm -r`` of an entity would write or tombstone every field
@@ -412,13 +413,14 @@ class Operations(pyfuse3.Operations):
         # The handle is the folder's inode (see ``opendir``); offsets name a snapshot of the
         # listing taken when the read started (``listings``).
         parent = self._node(fh)
+        proute = self._route(parent)
         got = self.listings.resume(parent.ino, start_id) if start_id else None
         if got is None:
             names = self._listing(parent)  # a new read (or one whose snapshot was evicted)
             gen = self.listings.start(parent.ino, names)
             start_id = Listings.index_of(start_id)
             parent.listed = True
-            if len(parent.parts) == 2 and self._route(parent) is Route.ENTITY:
+            if proute is Route.ENTITY and len(parent.parts) == 2:
                 self.walk_ahead.visited(*parent.parts)
         else:
             gen, names, start_id = got
@@ -427,7 +429,6 @@ class Operations(pyfuse3.Operations):
             return
         table = self.table
         offset = Listings.offset
-        proute = self._route(parent)
         reply_name = fusepatch.readdir_reply_name
         if reply_name is not None and proute in (Route.ENTITY, Route.STORE, Route.READONLY):
             # Below the kind folders: names and types only; the kernel looks up what is used.
