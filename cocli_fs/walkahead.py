@@ -105,39 +105,39 @@ class ReadAhead:
     def visited(self, kind: str, slug: str) -> None:
         """An entity folder is being listed (on the event loop: one non-blocking write)."""
         if self._fd < 0:
-            if self._wanted and time.monotonic() - self._started >= RESTART_S:
-                self._lost()  # the child was lost a while ago: try another
+            self._restart()  # the child was lost a while ago: maybe try another
             return
         try:
             os.write(self._fd, f"{kind}/{slug}\n".encode("utf-8", "surrogateescape"))
         except BlockingIOError:
             pass  # the child is behind: this hint is stale anyway
-        except OSError:
-            self._lost()
+        except OSError:  # the child is gone (killed, out of memory)
+            proc = self._detach()
+            if proc is not None:
+                proc.poll()  # reap it
+            self._restart()
 
-    def _lost(self) -> None:
-        """The child is gone (killed, out of memory): reap it and start another, at most once
-        a minute; meanwhile walks are just not read ahead."""
+    def _restart(self) -> None:
+        """Start another child, at most once a minute; meanwhile walks are not read ahead."""
+        if self._wanted and time.monotonic() - self._started >= RESTART_S:
+            log.warning("read-ahead child lost; starting another")
+            self.restarts += 1
+            self.start()
+
+    def _detach(self) -> subprocess.Popen[bytes] | None:
+        """Forget the child and close its pipe (which ends it); returns it to be reaped."""
         proc, self._proc, self._fd = self._proc, None, -1
         if proc is not None:
             with contextlib.suppress(OSError):
                 assert proc.stdin is not None
                 proc.stdin.close()
-            proc.poll()
-        if self._wanted and time.monotonic() - self._started >= RESTART_S:
-            log.warning("read-ahead child ended (exit %s); starting another",
-                        proc.returncode if proc is not None else None)
-            self.restarts += 1
-            self.start()
+        return proc
 
     def stop(self) -> None:
         self._wanted = False
-        proc, self._proc, self._fd = self._proc, None, -1
+        proc = self._detach()
         if proc is None:
             return
-        with contextlib.suppress(OSError):
-            assert proc.stdin is not None
-            proc.stdin.close()
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
