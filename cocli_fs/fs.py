@@ -313,6 +313,12 @@ class Operations(pyfuse3.Operations):
         else:
             s = self._name(parent, name)
             node = self.table.child(parent, s, virtual=_is_virtual(self.router, parent, s))
+            if (
+                len(node.parts) == 3
+                and self._route(node) is Route.FIELDS_DIR
+                and not self.views.loaded(parent.parts[0] + "/" + parent.parts[1])
+            ):
+                self.walk_ahead.wanted(*parent.parts)  # a field's lookup follows
         try:
             attr = self._attr(node)
         except FUSEError:

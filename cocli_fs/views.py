@@ -81,6 +81,10 @@ class Views:
         self._bases: OrderedDict[str, BaseDoc] = OrderedDict()
         self.gen: dict[str, int] = {}  # bumped on every change of a target (keep_cache checks)
 
+    def loaded(self, target: str) -> bool:
+        """Its base files are parsed already (a view or the base is cached)."""
+        return target in self._cache or target in self._bases
+
     def has_overlay(self, target: str) -> bool:
         return bool(self.state.overlay.get(target))
 

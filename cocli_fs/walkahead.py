@@ -14,9 +14,17 @@ dropped, and the child exits when the pipe closes (also when the mount is killed
 replaced, at most once a minute.
 
 Only walks are read ahead: when the entity just listed comes shortly after the one listed
-before it in that order. Random visits (``stat`` of one entity, a scraper's writes) read
-nothing extra. The child learns the order by listing the kind folder itself, again when a
-visited name is not in the order it has (a new entity).
+before it in that order. Random visits (``stat`` of one entity) read nothing extra. The child
+learns the order by listing the kind folder itself, again when a visited name is not in the
+order it has (a new entity).
+
+One more hint, for random visits that will read an entity's files: a lookup of its
+``_fields/`` (a scraper about to write a field) is followed by a lookup of a field, which
+parses ``_index.md`` and ``tags.lst`` on the event loop. The child asks the disk for both at
+once (``wanted``, ``POSIX_FADV_WILLNEED``); by the time that lookup comes (a round trip later,
+several when concurrent writers queue), the loop's read finds them in the page cache instead
+of blocking every other request for a cold read (20,000 entities, 16 writers, first visits:
+2.2–2.4 s → 1.6–1.9 s for 2,000 writes, three runs each, alternating).
 """
 
 from __future__ import annotations
@@ -104,11 +112,14 @@ class ReadAhead:
 
     def visited(self, kind: str, slug: str) -> None:
         """An entity folder is being listed (on the event loop: one non-blocking write)."""
+        self._send(f"{kind}/{slug}\n")
+
+    def _send(self, line: str) -> None:
         if self._fd < 0:
             self._restart()  # the child was lost a while ago: maybe try another
             return
         try:
-            os.write(self._fd, f"{kind}/{slug}\n".encode("utf-8", "surrogateescape"))
+            os.write(self._fd, line.encode("utf-8", "surrogateescape"))
         except BlockingIOError:
             pass  # the child is behind: this hint is stale anyway
         except OSError:  # the child is gone (killed, out of memory)
@@ -116,6 +127,11 @@ class ReadAhead:
             if proc is not None:
                 proc.poll()  # reap it
             self._restart()
+
+    def wanted(self, kind: str, slug: str) -> None:
+        """An entity's files will be read soon (its ``_fields/`` was looked up): the child asks
+        the disk for them now, so the read on the event loop finds them in the page cache."""
+        self._send(f"/{kind}/{slug}\n")
 
     def _restart(self) -> None:
         """Start another child, at most once a minute; meanwhile walks are not read ahead."""
@@ -157,13 +173,17 @@ def serve(root: str, fd: int = 0) -> int:
             return warmed
         pending += chunk
         lines, _, pending = pending.rpartition(b"\n")
-        if not lines:
-            continue
-        newest = lines.rsplit(b"\n", 1)[-1].decode("utf-8", "surrogateescape")
-        kind, _, slug = newest.partition("/")
-        for rel in planner.plan(kind, slug):
-            _warm(f"{root}/{rel}")
-            warmed += 1
+        newest = ""
+        for line in lines.decode("utf-8", "surrogateescape").split("\n"):
+            if line.startswith("/"):
+                _fetch(root + line)  # every entity asked for (concurrent writers)
+            elif line:
+                newest = line  # only the newest listing of a batch: a walk moved on
+        if newest:
+            kind, _, slug = newest.partition("/")
+            for rel in planner.plan(kind, slug):
+                _warm(f"{root}/{rel}")
+                warmed += 1
 
 
 def _names(path: str) -> list[str]:
@@ -171,6 +191,23 @@ def _names(path: str) -> list[str]:
         return os.listdir(path)
     except OSError:
         return []
+
+
+def _fetch(entity: str) -> None:
+    """Have the disk read an entity's base files into the page cache, without waiting for
+    the data (``POSIX_FADV_WILLNEED`` queues the reads; only ``open`` may wait, for the
+    inode)."""
+    for name in ("_index.md", "tags.lst"):
+        try:
+            fd = os.open(f"{entity}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _warm(path: str) -> None:

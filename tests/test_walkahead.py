@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from cocli_fs import walkahead
 from cocli_fs.walkahead import ReadAhead, WalkAhead, serve
 
 NAMES = [f"c{i:03d}" for i in range(100)]
@@ -99,3 +106,56 @@ def test_a_walk_in_the_store_order_reads_the_folders_after_it(tmp_path: Path) ->
     w = WalkAhead(str(tmp_path))
     w.plan("companies", order[0])
     assert w.plan("companies", order[1]) == [f"companies/{n}" for n in order[2:]]
+
+
+def test_serve_fetches_every_entity_asked_for(tmp_path: Path, monkeypatch: Any) -> None:
+    comp = tmp_path / "companies"
+    for n in NAMES[:4]:
+        (comp / n).mkdir(parents=True)
+    order = os.listdir(comp)
+    fetched: list[str] = []
+    monkeypatch.setattr(walkahead, "_fetch", fetched.append)
+    r, w = os.pipe()
+    # one batch: entities asked for by concurrent writers, with a walk going on between them
+    os.write(w, f"/companies/{order[3]}\ncompanies/{order[0]}\n/companies/{order[2]}\n"
+                f"companies/{order[1]}\n".encode())
+    os.close(w)
+    warmed = serve(str(tmp_path), r)
+    os.close(r)
+    assert fetched == [f"{tmp_path}/companies/{order[3]}", f"{tmp_path}/companies/{order[2]}"]
+    assert warmed == 0  # the walk's newest hint alone is one visit: no walk yet
+
+
+def _resident_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache (mincore(2) over a private mapping of it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = path.stat().st_size
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vec = (ctypes.c_ubyte * pages)()
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        if libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) != 0:
+            raise OSError(ctypes.get_errno(), "mincore")
+        return sum(b & 1 for b in vec)
+
+
+def test_fetch_brings_an_entitys_files_into_the_page_cache(tmp_path: Path) -> None:
+    ent = tmp_path / "companies" / "acme"
+    ent.mkdir(parents=True)
+    files = [ent / "_index.md", ent / "tags.lst"]
+    for p in files:
+        p.write_bytes(os.urandom(64 * 1024))
+    for p in files:  # written out, then dropped from the page cache
+        fd = os.open(p, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    if any(_resident_pages(p) for p in files):
+        pytest.skip("this file system keeps the pages (tmpfs?): nothing to observe")
+    walkahead._fetch(str(ent))
+    full = 64 * 1024 // mmap.PAGESIZE
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(_resident_pages(p) == full for p in files):
+        time.sleep(0.01)
+    assert [_resident_pages(p) for p in files] == [full, full]
+    walkahead._fetch(str(tmp_path / "companies" / "gone"))  # no such entity: nothing happens
