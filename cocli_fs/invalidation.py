@@ -41,6 +41,8 @@ class Invalidator:
         self._targets: dict[str, set[str] | None] = {}
         self._paths: set[tuple[str, ...]] = set()
         self._gone: set[tuple[str, str]] = set()  # (target, field) deleted: drop the name
+        # (target, field) whose _fields/ file the kernel holds right already (spare_written)
+        self._spared: set[tuple[str, str]] = set()
         self._asked = 0
         self._done = 0
         self._calls: Calls = []  # collected, not yet sent
@@ -58,6 +60,7 @@ class Invalidator:
                 pending[t] = set()
         for r in records:
             if r.target in targets:
+                self._spared.discard((r.target, r.field))  # a newer record: no longer right
                 fields = pending[r.target]
                 if fields is not None:
                     fields.add(r.field)
@@ -103,9 +106,10 @@ class Invalidator:
         targets, self._targets = self._targets, {}
         paths, self._paths = self._paths, set()
         gone, self._gone = self._gone, set()
+        spared, self._spared = self._spared, set()
         calls = self._calls  # (inode, None) or (parent inode, name)
         for t, fields in targets.items():
-            self._target(t, fields, calls, gone)
+            self._target(t, fields, calls, gone, spared)
         for p in paths:
             self._path(p, calls)
 
@@ -147,7 +151,7 @@ class Invalidator:
 
     def _target(
         self, target: str, fields: set[str] | None, calls: Calls,
-        gone: set[tuple[str, str]],
+        gone: set[tuple[str, str]], spared: set[tuple[str, str]],
     ) -> None:
         """Kernel calls for a changed entity; decided from the records, without rendering
         (a render here would cost a merge for every local write). ``fields``: the fields
@@ -177,7 +181,7 @@ class Invalidator:
                     child.listed = False  # its listing may have gained or lost a name
                     calls.append((child.ino, None))
                 for fname, f in list((child.children or {}).items()):
-                    if fields is None or fname in fields:
+                    if (fields is None or fname in fields) and (target, fname) not in spared:
                         calls.append((f.ino, None))
                     if (target, fname) in gone:
                         calls.append((child.ino, fname))
@@ -195,14 +199,15 @@ class Invalidator:
         """The field file just written through this inode: if its committed value renders to
         the very bytes written, the kernel's view of it is already right (it dropped its
         cached size after the WRITE, and an open for reading drops the pages: generations),
-        so no invalidation round trip for it. Other files of the entity are still queued."""
+        so no invalidation round trip for it. The field still counts as changed for the
+        entity's other files (``_index.md``; ``tags.lst``, which may appear or go)."""
         target = target_of(node.parts)
         fields = self._targets.get(target)
         if not fields or node.parts[3] not in fields:
             return
         present, value = self.views.field_value(target, node.parts[3])
         if present and doc.field_text(node.parts[3], value).encode("utf-8") == data:
-            fields.discard(node.parts[3])
+            self._spared.add((target, node.parts[3]))
 
 
 def kernel_invalidate(calls: Calls) -> None:

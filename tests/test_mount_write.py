@@ -4,6 +4,7 @@ with the tools people use: shell redirection, sed -i, vim, Python's atomic save,
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -282,3 +283,24 @@ def test_nano_saves_an_edit(m: Mount, ent: Path) -> None:
     assert p.wait(20) == 0
     assert [(r.field, r.value) for r in records(m, target(ent))] == [("name", f"{old} Jr")]
     assert (ent / "_fields" / "name").read_text() == f"{old} Jr\n"
+
+
+def test_tags_set_through_fields_list_a_tags_lst_the_store_lacks(m: Mount) -> None:
+    new = m.path("companies", "tagless-co")
+    new.mkdir()
+    (new / "_index.md").write_text("---\nname: Tagless\n---\n")
+    assert sorted(os.listdir(new)) == ["_index.md"]  # no tags: no tags.lst
+    (new / "_fields" / "tags").write_text('["b2b", "vip"]\n')
+    assert sorted(os.listdir(new)) == ["_index.md", "tags.lst"]  # from the overlay alone
+    assert (new / "tags.lst").read_text() == "b2b\nvip\n"
+    assert sorted(os.listdir(m.data / "companies" / "tagless-co")) == ["_index.md"]
+    os.unlink(new / "_fields" / "tags")  # a tombstone: the view-only file goes again
+    assert sorted(os.listdir(new)) == ["_index.md"]
+
+
+def test_tags_set_through_fields_show_at_once_in_a_cached_tags_lst(m: Mount, ent: Path) -> None:
+    before = (ent / "tags.lst").read_text()  # the kernel may now cache its pages and size
+    tags = [f"tag-{i}-longer-than-anything-before" for i in range(8)]
+    (ent / "_fields" / "tags").write_text(json.dumps(tags) + "\n")
+    assert (ent / "tags.lst").read_text() == "".join(t + "\n" for t in tags) != before
+    assert os.stat(ent / "tags.lst").st_size == sum(len(t) + 1 for t in tags)
