@@ -400,10 +400,14 @@ class Operations(pyfuse3.Operations):
                         st = os.lstat(self.scratch.path((*parts, n)))
                         out.append((n, False, stat.S_IFMT(st.st_mode), st.st_ino))
         if route is Route.ENTITY:
-            target = target_of(parts)
-            if self.views.has_overlay(target):
+            have = {x[0] for x in out}
+            # View-only files: the overlay alone may make an absent _index.md or tags.lst
+            # appear. Only then is the entity's view needed (a parse: a walk over entities
+            # with overlay fields would otherwise parse every one of them).
+            if (doc.INDEX not in have or doc.TAGS_FILE not in have) and self.views.has_overlay(
+                target := target_of(parts)
+            ):
                 v = self.views.get(target)
-                have = {x[0] for x in out}
                 if doc.INDEX not in have and v.index is not None:
                     out.append((doc.INDEX, False, stat.S_IFREG, 0))
                 if doc.TAGS_FILE not in have and v.tags is not None:
