@@ -71,6 +71,14 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+_DUMP_RESOLVERS = _DumperBase.yaml_implicit_resolvers
+
+
+def yaml_dump_entry(key: str, value: Any) -> str:
+    """``yaml_dump({key: value})``, from the fast writer when it can (``frontmatter``)."""
+    return frontmatter.dump_entry(key, value, _DUMP_RESOLVERS) or yaml_dump({key: value})
+
+
 def yaml_dump(data: Mapping[str, Any]) -> str:
     out: str = yaml.dump(
         dict(data),
@@ -94,6 +102,16 @@ class BaseDoc:
     front: dict[str, Any] = field(default_factory=dict)
     body: str = ""
     tags: list[str] | None = None  # from tags.lst; None when there is no tags.lst
+    # The front matter's text per top-level key (``_chunks``), cut on first use: every render
+    # after an overlay change of the entity reuses it.
+    _cut: Any = field(default=False, repr=False, compare=False)
+
+    def chunks(self) -> dict[str, str] | None:
+        """The front matter's text per top-level key, or None when it cannot be cut."""
+        if self._cut is False:
+            c = _chunks(self.front_text) if self.front_text else None
+            self._cut = c if c is not None and list(c) == list(self.front) else None
+        return self._cut  # type: ignore[no-any-return]
 
     def fields(self) -> dict[str, Any]:
         out = dict(self.front)
@@ -254,9 +272,7 @@ def render_index(base: BaseDoc, merged: Mapping[str, Any]) -> str:
     front_keys = [
         k for k in merged if k != DESCRIPTION and (k != TAGS or keep_tags_in_front)
     ]
-    chunks = _chunks(base.front_text) if base.front_text else None
-    if chunks is not None and list(chunks) != list(base.front):
-        chunks = None
+    chunks = base.chunks()
     parts: list[str] = []
     for k in front_keys:
         v = merged[k]
@@ -266,7 +282,7 @@ def render_index(base: BaseDoc, merged: Mapping[str, Any]) -> str:
             text = chunks[k]
             parts.append(text if text.endswith("\n") else text + "\n")
         else:
-            parts.append(yaml_dump({k: v}))
+            parts.append(yaml_dump_entry(k, v))
     desc = merged.get(DESCRIPTION)
     # No description: a base body of blank lines only is that same empty description, so its
     # bytes stay; a real body is gone (its description was deleted).

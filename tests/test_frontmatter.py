@@ -332,3 +332,51 @@ def test_split_front_matter_examples() -> None:
 def test_description_is_refused_on_both_paths(text: str) -> None:
     with pytest.raises(doc.DocumentError, match="Markdown body"):
         doc.parse_index(text)
+
+
+# --- the writer -----------------------------------------------------------------------------
+
+DUMP_RESOLVERS = doc._DumperBase.yaml_implicit_resolvers
+
+
+def check_dump(k: str, v: Any) -> bool:
+    """True when the fast writer answered (it must then write what PyYAML writes)."""
+    fast = frontmatter.dump_entry(k, v, DUMP_RESOLVERS)
+    if fast is not None:
+        slow = doc.yaml_dump({k: v})
+        assert fast == slow, f"{k!r}: {v!r}: fast {fast!r} != PyYAML {slow!r}"
+    return fast is not None
+
+
+dump_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(), scalar_text,
+    st.text(max_size=12), st.text(st.characters(min_codepoint=32, max_codepoint=126)),
+    st.lists(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), scalar_text,
+                       st.text(max_size=6)), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(key, fresh_key), dump_values)
+def test_one_entry_dumps_as_pyyaml_does(k: str, v: Any) -> None:
+    check_dump(k, v)
+
+
+@pytest.mark.parametrize("text", [*TRICKY, *PLAIN, "", " ", "a ", " a", "-x", "?x", "- x",
+                                  "? x", "(x)", ";x", "^x", "$x", "=x", "~x", "/x", ".x", "+x",
+                                  "_x", "a|b", "a>b", "a&b", "a*b", "a!b", "a%b", "a#b", "a #b",
+                                  "x---", "--- x", "...x", "a  b", "1.5.6", "0o17", "0b101"])
+def test_edge_strings_dump_as_pyyaml_does(text: str) -> None:
+    check_dump("k", text)
+    check_dump("k", [text, "x"])
+
+
+def test_cocli_shaped_values_take_the_fast_writer() -> None:
+    """Not vacuous: what an overlay usually carries is written without PyYAML."""
+    for k, v in [("email", "info@acme.example"), ("website", "https://www.acme.example/"),
+                 ("phone_number", "+1-555-0100"), ("rating", 4.6), ("employees", 12),
+                 ("linkedin_url", None), ("address", "261 Main Street, Tucson, AZ"),
+                 ("hours", "Mon-Fri 8:00-17:00"), ("services", ["consultation", "repair"]),
+                 ("tier", "yes"), ("note", ""), ("tags", [])]:
+        assert check_dump(k, v), (k, v)
