@@ -37,6 +37,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from .document import INDEX, TAGS_FILE
+
 log = logging.getLogger(__name__)
 
 # Folders read ahead of the walk: far enough that the child's reads stay ahead while the
@@ -197,7 +199,7 @@ def _fetch(entity: str) -> None:
     """Have the disk read an entity's base files into the page cache, without waiting for
     the data (``POSIX_FADV_WILLNEED`` queues the reads; only ``open`` may wait, for the
     inode)."""
-    for name in ("_index.md", "tags.lst"):
+    for name in (INDEX, TAGS_FILE):
         try:
             fd = os.open(f"{entity}/{name}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
