@@ -81,6 +81,10 @@ class HubConfig:
 class MountConfig:
     entry_timeout: float = 10.0  # kernel may cache names/attrs this long; we invalidate on change
     attr_timeout: float = 10.0
+    # The same for folders. Their names and attributes change only through the mount, S3 pulls
+    # and compaction, which all invalidate what they change; only changes made in DATA by hand
+    # wait for this. Long, so a walk over 300,000 entities does not look each one up again.
+    dir_timeout: float = 300.0
     # After answering a request, poll for the next one this long before sleeping (needs the
     # patched pyfuse3, scripts/build-pyfuse3): a sequential client (cat, stat, find) sends it
     # a few microseconds after our reply, and sleeping costs ~80 µs. 0 turns polling off.
@@ -134,7 +138,7 @@ _DURATIONS = {
     "gossip": {"anti_entropy_interval", "ping_interval", "suspect_after", "dead_after", "max_skew"},
     "s3": {"interval"},
     "hub": {"interval"},
-    "mount": {"entry_timeout", "attr_timeout"},
+    "mount": {"entry_timeout", "attr_timeout", "dir_timeout"},
 }
 _NUMBERS = {"mount": {"poll_spin_us"}}  # plain non-negative numbers
 

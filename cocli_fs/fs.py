@@ -126,6 +126,7 @@ class Operations(pyfuse3.Operations):
         self.scratch = Scratch(state.data.private / "scratch", self.data, router, scratch_grace)
         self.entry_timeout = state.config.mount.entry_timeout
         self.attr_timeout = state.config.mount.attr_timeout
+        self.dir_timeout = state.config.mount.dir_timeout
         self.handles: dict[int, Handle] = {}
         self.listings: Listings[Listed] = Listings()
         self.walk_ahead = ReadAhead(self._data_s)
@@ -213,8 +214,11 @@ class Operations(pyfuse3.Operations):
             mtime_ns: int = 0) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
-        a.entry_timeout = self.entry_timeout
-        a.attr_timeout = self.attr_timeout
+        if stat.S_ISDIR(mode):
+            a.entry_timeout = a.attr_timeout = self.dir_timeout
+        else:
+            a.entry_timeout = self.entry_timeout
+            a.attr_timeout = self.attr_timeout
         a.st_mode = mode
         a.st_nlink = nlink
         a.st_size = size
@@ -229,9 +233,12 @@ class Operations(pyfuse3.Operations):
     def _from_stat(self, ino: int, st: os.stat_result, route: Route) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
-        a.entry_timeout = self.entry_timeout
-        a.attr_timeout = self.attr_timeout
         mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            a.entry_timeout = a.attr_timeout = self.dir_timeout
+        else:
+            a.entry_timeout = self.entry_timeout
+            a.attr_timeout = self.attr_timeout
         nlink = st.st_nlink
         if route is Route.READONLY:
             mode &= ~WRITE_BITS

@@ -118,7 +118,7 @@ class Invalidator:
         async for _ in self._recv:
             asked = self._asked
             self._collect()
-            calls, self._calls = self._calls, []
+            calls, self._calls = list(dict.fromkeys(self._calls)), []  # each call once
             if calls:
                 # In a thread: the kernel may wait for a page lock held by a writer that
                 # waits for our reply to its WRITE, so the event loop must keep serving.
@@ -187,13 +187,27 @@ class Invalidator:
                         calls.append((child.ino, fname))
 
     def _path(self, parts: tuple[str, ...], calls: Calls) -> None:
+        """A store file changed: drop it, its name and its folder's listing. When the kernel
+        does not know the folder (a pull brought a new entity, ``companies/new/_index.md``, or
+        a new ``notes/``), the deepest folder it does know may keep a listing without the new
+        one: that listing is dropped (folders are cached for ``dir_timeout``)."""
         node = self.table.known(parts)
         if node is not None:
             calls.append((node.ino, None))
-        parent = self.table.known(parts[:-1]) if parts else None
-        if parent is not None and parts:
+        if not parts:
+            return
+        parent = self.table.known(parts[:-1])
+        if parent is not None:
             calls.append((parent.ino, parts[-1]))
             calls.append((parent.ino, None))
+            return
+        for depth in range(len(parts) - 2, -1, -1):
+            folder = self.table.known(parts[:depth])
+            if folder is not None:
+                if folder.listed:
+                    folder.listed = False
+                    calls.append((folder.ino, None))
+                return
 
     def spare_written(self, node: Node, data: bytes) -> None:
         """The field file just written through this inode: if its committed value renders to

@@ -174,7 +174,7 @@ def test_files_put_into_the_store_by_hand_show_once_attributes_expire(tmp_path: 
     a kept listing is checked against the folder's time when its attributes expire."""
     slug = sample_data(tmp_path / "data", 1)[0]
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[mount]\nattr_timeout = 0.5\nentry_timeout = 0.5\n")
+    cfg.write_text("[mount]\nattr_timeout = 0.5\nentry_timeout = 0.5\ndir_timeout = 0.5\n")
     with Mount(tmp_path / "data", tmp_path / "mnt", node="a", config=cfg) as mount:
         ent = mount.path("companies", slug)
         before = sorted(os.listdir(ent))

@@ -41,12 +41,16 @@ def test_writes_on_a_mount_reach_another_mount_through_s3(
     ):
         listed_before = sorted(p.name for p in mb.path("companies").iterdir())
         assert "newco" not in listed_before  # the kernel may now cache this listing
+        entity_before = sorted(p.name for p in mb.path("companies", slug).iterdir())
+        assert "meetings" not in entity_before  # ... and this one (folders: dir_timeout)
         new = ma.path("companies", "newco")
         new.mkdir()
         (new / "_index.md").write_text("---\nname: NewCo\n---\n")
         (new / "notes").mkdir()
         (new / "notes" / "first-call.md").write_text("met the founders\n")
         ma.path("companies", slug, "_fields", "email").write_text("s3@example.test\n")
+        (ma.path("companies", slug, "meetings")).mkdir()
+        ma.path("companies", slug, "meetings", "kickoff.md").write_text("agenda\n")
 
         p = _cli("sync", str(data_a), "--config", str(cfg_a), "--push-only")
         assert p.returncode == 0, p.stderr
@@ -61,6 +65,7 @@ def test_writes_on_a_mount_reach_another_mount_through_s3(
                 f.exists()
                 and f.read_text() == "met the founders\n"
                 and e.read_text().strip() == "s3@example.test"
+                and (data_b / "companies" / slug / "meetings" / "kickoff.md").exists()
             )
 
         wait_until(arrived, timeout=30)
@@ -71,6 +76,11 @@ def test_writes_on_a_mount_reach_another_mount_through_s3(
         assert [p.name for p in mb.path("companies", "newco", "notes").iterdir()] == [
             "first-call.md"
         ]
+        # a pulled folder inside an entity listed before: its kept listing was dropped
+        assert sorted(p.name for p in mb.path("companies", slug).iterdir()) == sorted(
+            [*entity_before, "meetings"]
+        )
+        assert mb.path("companies", slug, "meetings", "kickoff.md").read_text() == "agenda\n"
         assert "name: NewCo" in mb.path("companies", "newco", "_index.md").read_text()
         # pulled files are not dirty on B: nothing of A's echoes back
         status_b = json.loads(_cli("status", str(data_b), "--json").stdout)
