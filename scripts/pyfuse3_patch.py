@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Patch an unpacked pyfuse3 3.5 source tree for cocli-fs (run by ``scripts/build-pyfuse3``).
 
-Three changes, each small and each a candidate for upstream; cocli-fs detects them through
+Five changes, each small and each a candidate for upstream; cocli-fs detects them through
 ``pyfuse3.COCLI_FS_PATCH`` and works (slower) on a stock pyfuse3:
 
 1. A faster receive loop. Stock pyfuse3 takes a trio lock and waits for the FUSE fd to become
@@ -23,6 +23,11 @@ Three changes, each small and each a candidate for upstream; cocli-fs detects th
    itself; its READDIRPLUS requests then carry no handle. Here such a request hands the
    folder's inode number to ``readdir`` as its handle (``COCLI_FS_READDIR_BY_INODE``), so a
    file system can list by inode. A ``find`` then costs 3 requests per folder instead of 5.
+5. Another worker is started only when every worker is busy in a handler. Stock pyfuse3
+   starts one when no worker waits on the fd; with change 1 the worker answering back-to-back
+   requests polls instead of waiting, so it counted as absent, and each worker it started
+   stole the next request at the first yield and started another: up to ``max_tasks``, then
+   the surplus ended again — a task, a 1 MiB buffer and its page faults every few requests.
 
 Each edit names the text it expects and fails loudly when that text is not found exactly once,
 so a new pyfuse3 release cannot be half patched.
@@ -135,6 +140,18 @@ def patch(root: Path) -> None:
          "    c.fh = fi.fh\n    save_retval(fuse_readdirplus_async(c))\n",
          "    c.fh = fi.fh if fi.fh else ino\n    save_retval(fuse_readdirplus_async(c))\n")
 
+    # Workers busy in a handler, counted: another is started only when all are (change 5).
+    edit(internal, "    cdef int active_readers\n",
+         "    cdef int active_readers\n"
+         "    cdef int busy\n")
+    edit(internal, "        self.active_readers = 0\n",
+         "        self.active_readers = 0\n"
+         "        self.busy = 0\n")
+    edit(internal,
+         "        if not worker_data.active_readers and worker_data.task_count < max_tasks:\n",
+         "        if (worker_data.task_count - worker_data.busy <= 1\n"
+         "                and worker_data.task_count < max_tasks):\n")
+
     # The receive loop: take what is queued, poll briefly after a reply, else wait.
     edit(internal, "    cdef fuse_buf buf\n",
          "    cdef fuse_buf buf\n"
@@ -156,7 +173,11 @@ def patch(root: Path) -> None:
          "            continue\n")
     edit(internal, "        if py_retval is not None:\n            await py_retval\n",
          "        if py_retval is not None:\n"
-         "            await py_retval\n"
+         "            worker_data.busy += 1\n"
+         "            try:\n"
+         "                await py_retval\n"
+         "            finally:\n"
+         "                worker_data.busy -= 1\n"
          "        hot = True\n"
          "        if _now() - last_yield > 0.001:\n"
          "            last_yield = _now()\n"
