@@ -268,6 +268,7 @@ def _by_first(resolvers: Resolvers) -> ByFirst:
 # backslash, brackets and braces (anything else is left to PyYAML). Within these, YAML's
 # emitter only chooses between plain and single-quoted style, and quoting needs no escapes.
 _WRITABLE = re.compile(r"[ !#-&(-Z^-z|~]*\Z")
+_MAX_WRITTEN = 4096  # longer strings go to PyYAML (they fold at its width)
 _PLAIN_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./+(;=$^~")
 
 
@@ -276,6 +277,8 @@ def dump_entry(key: str, value: Any, resolvers: Resolvers) -> str | None:
     wrapping: the caller dumps with a huge width), or None when the value is not a string,
     number, bool, None or list of those in the simple shape (use PyYAML). PyYAML costs ~45 µs
     a call, most of it building a dumper; a property test checks: None or exactly PyYAML's."""
+    if len(key) > 128:
+        return None  # PyYAML writes a longer key as a complex key ("? key")
     k = _str(key, resolvers)
     if k is None or k != key:  # a key PyYAML would quote: let it
         return None
@@ -310,8 +313,8 @@ def _value(value: Any, resolvers: Resolvers) -> str | None:
 
 def _str(s: str, resolvers: Resolvers) -> str | None:
     """A one-line string as PyYAML writes it: plain, or single-quoted; None: let PyYAML."""
-    if not _WRITABLE.match(s):
-        return None
+    if len(s) > _MAX_WRITTEN or not _WRITABLE.match(s):
+        return None  # long strings: PyYAML folds them at its line width (2**16)
     if not s:
         return "''"
     if s[0] not in _PLAIN_FIRST:

@@ -380,3 +380,15 @@ def test_cocli_shaped_values_take_the_fast_writer() -> None:
                  ("hours", "Mon-Fri 8:00-17:00"), ("services", ["consultation", "repair"]),
                  ("tier", "yes"), ("note", ""), ("tags", [])]:
         assert check_dump(k, v), (k, v)
+
+
+def test_long_keys_and_values_dump_as_pyyaml_does() -> None:
+    """PyYAML writes a key of more than 128 characters as a complex key, and folds a string
+    at its line width: the fast writer must leave both to it."""
+    for n in (127, 128, 129, 1000):
+        check_dump("k" * n, "v")
+    for n in (4096, 4097, 65_530, 65_536, 70_000):
+        text = ("ab " * n)[:n].strip()
+        check_dump("k", text)
+        check_dump("k", [text])
+    assert check_dump("k" * 128, "v") and not check_dump("k" * 129, "v")
