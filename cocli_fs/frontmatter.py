@@ -124,6 +124,8 @@ def load(text: str, resolvers: Resolvers) -> dict[str, Any] | None:
             if k not in t.plain_keys:
                 if _tag(k, t.by_first) is not None:
                     return None  # a key PyYAML reads as null/bool/number
+                if len(k) > 1024:
+                    return None  # PyYAML refuses a simple key this long
                 if len(t.plain_keys) < 4096:
                     t.plain_keys.add(k)
     return out or None  # nothing but comments: PyYAML's None, not {}

@@ -52,7 +52,9 @@ def check(text: str) -> bool:
     if text.isascii() or text.replace("\n", "").isprintable():  # what load checks first
         for reader in (frontmatter._load_dumped, frontmatter._load_any):
             got = reader(text, TABLE)
-            if got and all(frontmatter._tag(k, TABLE.by_first) is None for k in got):
+            if got and all(  # the key checks load makes after either reader
+                frontmatter._tag(k, TABLE.by_first) is None and len(k) <= 1024 for k in got
+            ):
                 assert same(got, slow), f"{text!r}: {reader.__name__} {got!r} != PyYAML {slow!r}"
     return fast is not None
 
@@ -392,3 +394,11 @@ def test_long_keys_and_values_dump_as_pyyaml_does() -> None:
         check_dump("k", text)
         check_dump("k", [text])
     assert check_dump("k" * 128, "v") and not check_dump("k" * 129, "v")
+
+
+def test_keys_longer_than_pyyaml_allows_are_left_to_it() -> None:
+    """PyYAML refuses a simple key of more than 1,024 characters; the fast reader must not
+    accept the document either."""
+    for n in (1024, 1025, 3000):
+        assert check(f"{'k' * n}: v\n") is (n <= 1024)
+        assert check(f"a: 1\n{'k' * n}:\n- x\n") is (n <= 1024)
