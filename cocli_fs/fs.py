@@ -214,11 +214,7 @@ class Operations(pyfuse3.Operations):
             mtime_ns: int = 0) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
-        if stat.S_ISDIR(mode):
-            a.entry_timeout = a.attr_timeout = self.dir_timeout
-        else:
-            a.entry_timeout = self.entry_timeout
-            a.attr_timeout = self.attr_timeout
+        self._timeouts(a, mode)
         a.st_mode = mode
         a.st_nlink = nlink
         a.st_size = size
@@ -230,15 +226,19 @@ class Operations(pyfuse3.Operations):
             a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns = st.st_atime_ns, m, max(st.st_ctime_ns, m)
         return a
 
-    def _from_stat(self, ino: int, st: os.stat_result, route: Route) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = ino
-        mode = st.st_mode
+    def _timeouts(self, a: pyfuse3.EntryAttributes, mode: int) -> None:
+        """How long the kernel may keep the name and attributes: folders ``dir_timeout``."""
         if stat.S_ISDIR(mode):
             a.entry_timeout = a.attr_timeout = self.dir_timeout
         else:
             a.entry_timeout = self.entry_timeout
             a.attr_timeout = self.attr_timeout
+
+    def _from_stat(self, ino: int, st: os.stat_result, route: Route) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        mode = st.st_mode
+        self._timeouts(a, mode)
         nlink = st.st_nlink
         if route is Route.READONLY:
             mode &= ~WRITE_BITS
@@ -323,7 +323,7 @@ class Operations(pyfuse3.Operations):
             if (
                 len(node.parts) == 3
                 and self._route(node) is Route.FIELDS_DIR
-                and not self.views.loaded(parent.parts[0] + "/" + parent.parts[1])
+                and not self.views.loaded(target_of(node.parts))
             ):
                 self.walk_ahead.wanted(*parent.parts)  # a field's lookup follows
         try:
