@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import yaml
@@ -102,16 +103,13 @@ class BaseDoc:
     front: dict[str, Any] = field(default_factory=dict)
     body: str = ""
     tags: list[str] | None = None  # from tags.lst; None when there is no tags.lst
-    # The front matter's text per top-level key (``_chunks``), cut on first use: every render
-    # after an overlay change of the entity reuses it.
-    _cut: Any = field(default=False, repr=False, compare=False)
 
+    @cached_property
     def chunks(self) -> dict[str, str] | None:
-        """The front matter's text per top-level key, or None when it cannot be cut."""
-        if self._cut is False:
-            c = _chunks(self.front_text) if self.front_text else None
-            self._cut = c if c is not None and list(c) == list(self.front) else None
-        return self._cut  # type: ignore[no-any-return]
+        """The front matter's text per top-level key, or None when it cannot be cut. Cut on
+        first use: every render after an overlay change of the entity reuses it."""
+        c = _chunks(self.front_text) if self.front_text else None
+        return c if c is not None and list(c) == list(self.front) else None
 
     def fields(self) -> dict[str, Any]:
         out = dict(self.front)
@@ -272,7 +270,7 @@ def render_index(base: BaseDoc, merged: Mapping[str, Any]) -> str:
     front_keys = [
         k for k in merged if k != DESCRIPTION and (k != TAGS or keep_tags_in_front)
     ]
-    chunks = base.chunks()
+    chunks = base.chunks
     parts: list[str] = []
     for k in front_keys:
         v = merged[k]
