@@ -100,17 +100,18 @@ def main() -> int:
             measure(f"cocli-fs, {w} writers", lambda: run(fields, args.writes, w, False), res)
             # Entities visited for the first time (files warm in the page cache): two more
             # lookups and a parse of the entity per write, as in fs.py's write step.
+            fresh = first_visits(mnt, args.writes)
             cpu = loop_cpu(m.pid)
             measure(f"cocli-fs, {w} writers, first visits",
-                    lambda: run(first_visits(mnt, args.writes), args.writes, w, False), res)
+                    lambda: run(fresh, args.writes, w, False), res)
             res["cocli-fs loop us/write"] = (loop_cpu(m.pid) - cpu) / args.writes * 1e6
         # The same first-visit writes on a file system that does no work, on the same stack:
         # what the kernel round trips, pyfuse3 and trio alone allow on this machine.
         with NullMount(root / "null") as null:
+            fresh = first_visits(root / "null", args.writes)
             cpu = loop_cpu(null.pid)
             measure(f"no-op FUSE fs, {w} writers, first visits",
-                    lambda: run(first_visits(root / "null", args.writes), args.writes, w, False),
-                    res)
+                    lambda: run(fresh, args.writes, w, False), res)
             res["no-op fs loop us/write"] = (loop_cpu(null.pid) - cpu) / args.writes * 1e6
     print(f"event loop CPU per first-visit write: cocli-fs {res['cocli-fs loop us/write']:.0f} "
           f"us, no-op fs {res['no-op fs loop us/write']:.0f} us")
