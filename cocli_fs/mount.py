@@ -127,8 +127,9 @@ async def serve(
 
             async def fuse_loop() -> None:
                 # Idle request workers kept: concurrent writers park one worker each in FLUSH
-                # (the group commit), and with pyfuse3's default of 1 every request after that
-                # spawned a task that soon exited again (~10 % of the loop's CPU at 16 writers).
+                # (the group commit); with pyfuse3's default of 1, all but one exit after each
+                # burst and the next burst starts them again (before patch change 5, a task
+                # was started at nearly every request: ~10 % of the loop's CPU at 16 writers).
                 await pyfuse3.main(min_tasks=IDLE_WORKERS)
                 nursery.cancel_scope.cancel()  # fusermount3 -u: the loop ended, so do we
 
