@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def check(text: str) -> bool:
     if fast is not None:
         assert same(fast, slow), f"{text!r}: fast {fast!r} != PyYAML {slow!r}"
     if text.isascii() or text.replace("\n", "").isprintable():  # what load checks first
-        for reader in (frontmatter._load_dumped, frontmatter._load_any):
+        for reader in (frontmatter._load_dumped, frontmatter._load_dumped_py,
+                       frontmatter._load_any):
             got = reader(text, TABLE)
             if got and all(  # the key checks load makes after either reader
                 frontmatter._tag(k, TABLE.by_first) is None and len(k) <= 1024 for k in got
@@ -254,6 +256,62 @@ def test_yaml_dump_output_takes_the_bulk_path() -> None:
     data = {"a": "x", "b": ["y", "12", "#z", 7], "c": None, "e": 4.5, "f": "#x", "g": "", "h": True}
     text = doc.yaml_dump(data)
     assert frontmatter._load_dumped(text, TABLE) == data, text
+
+
+# --- the optional C reader (cocli_fs/_fastfront.c) agrees with the Python one --------------------
+
+
+def _c() -> Any:
+    """The optional C extension module, or None (untyped: it is built from C)."""
+    return getattr(frontmatter, "_fastfront", None)
+
+
+def test_the_c_reader_is_in_use_when_built() -> None:
+    """scripts/bootstrap builds the extension; a silent fall-back to the slower reader would go
+    unnoticed otherwise."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    pkg = Path(frontmatter.__file__).parent
+    built = any((pkg / f"_fastfront{suffix}").exists() for suffix in EXTENSION_SUFFIXES)
+    if not built and not os.environ.get("CI"):
+        pytest.skip("the C extension is not built here (pip install -e . builds it)")
+    assert _c() is not None and TABLE.unsure_ascii is not None
+    seen: list[str] = []
+
+    def spy(s: str, t: Any) -> Any:
+        seen.append(s)
+        return frontmatter._scalar(s, t)
+
+    text = "a: x\nb: 247 Main St\nc:\n- 'it''s'\n- z\n"
+    got = _c().load_dumped(text, TABLE.unsure_ascii, {}, spy, TABLE, frontmatter._FAIL)
+    assert got == {"a": "x", "b": "247 Main St", "c": ["it's", "z"]}
+    assert seen == ["247 Main St"]  # quotes are read in C, only a resolver's character asks
+
+
+def both_readers(text: str) -> None:
+    """The C and the Python reader of yaml_dump's layout give the same answer (None included),
+    whatever the text; with a fresh table, so the known-values cache plays no part."""
+    if _c() is None:
+        pytest.skip("the C extension is not built here")
+    t = frontmatter._Table(RESOLVERS)
+    want = frontmatter._load_dumped_py(text, t)
+    got = frontmatter._load_dumped(text, frontmatter._Table(RESOLVERS))
+    assert (want is None and got is None) or (
+        want is not None and got is not None and same(got, want)
+    ), f"{text!r}: C {got!r} != Python {want!r}"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(dumped_shape(), handwritten(),
+                 st.text(alphabet="ab:- '#\n\x7f\t\u00e9", max_size=30).map(lambda s: s + "\n")))
+def test_c_and_python_readers_agree(text: str) -> None:
+    both_readers(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), EDGES)
+def test_c_and_python_readers_agree_on_edges(text: str, expected: Any) -> None:
+    both_readers(text)
+    both_readers(text + "\n")
 
 
 def test_known_values_stay_bounded() -> None:
