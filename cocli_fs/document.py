@@ -103,6 +103,7 @@ class BaseDoc:
     front: dict[str, Any] = field(default_factory=dict)
     body: str = ""
     tags: list[str] | None = None  # from tags.lst; None when there is no tags.lst
+    has_index: bool = False  # the store had an _index.md (tags.lst: tags is not None)
 
     @cached_property
     def chunks(self) -> dict[str, str] | None:
@@ -175,6 +176,7 @@ def parse_tags(text: str) -> list[str]:
 
 def load_base(index_text: str | None, tags_text: str | None) -> BaseDoc:
     doc = parse_index(index_text) if index_text is not None else BaseDoc()
+    doc.has_index = index_text is not None
     if tags_text is not None:
         doc.tags = parse_tags(tags_text)
     elif TAGS in doc.front and isinstance(doc.front[TAGS], list):

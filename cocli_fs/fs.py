@@ -49,6 +49,7 @@ ROUTED = (Route.INDEX, Route.TAGS, Route.FIELD)
 VIRTUAL_DIR_MODE = stat.S_IFDIR | 0o755
 VIRTUAL_FILE_MODE = stat.S_IFREG | 0o644
 WRITE_BITS = 0o222
+ENTITY_STAT_REUSE = 1.0  # seconds an entity folder's lstat is reused (see _entity_stat)
 
 
 REFUSED = [0]  # refused operations since start (reported by ``status``)
@@ -136,6 +137,9 @@ class Operations(pyfuse3.Operations):
         self.inval = Invalidator(self.table, self.views, router, self._data_s)
         state.listeners.append(self.inval.on_records)
         state.file_listeners.append(self.inval.on_files)
+        # (monotonic time, lstat) of entity folders looked at just now (see _entity_stat)
+        self._entity_stats: dict[tuple[str, str], tuple[float, os.stat_result]] = {}
+        state.file_listeners.append(self._folders_changed)
 
     # -- background tasks ------------------------------------------------------------------------
 
@@ -175,6 +179,7 @@ class Operations(pyfuse3.Operations):
 
     def _promote(self, parts: tuple[str, ...]) -> None:
         self.scratch.move_to_store(parts)
+        self._folders_changed()
         self.state.dirty.mark(_rel(parts))
 
     # -- paths and attributes --------------------------------------------------------------------
@@ -256,10 +261,34 @@ class Operations(pyfuse3.Operations):
         return a
 
     def _entity_stat(self, parts: tuple[str, ...]) -> os.stat_result:
+        """The entity folder's lstat, which ``_fields/`` and the synthesised files take their
+        owner and times from. One field write asks for it three or four times within
+        milliseconds (lookups of the entity, ``_fields/`` and the field, a getattr), so a
+        result is reused for ``ENTITY_STAT_REUSE`` seconds, far less than the kernel itself
+        keeps those attributes; every change of a folder through the mount, a pull or a
+        compaction forgets them all (``_folders_changed``)."""
+        key = (parts[0], parts[1])
+        now = time.monotonic()
+        hit = self._entity_stats.get(key)
+        if hit is not None and now - hit[0] < ENTITY_STAT_REUSE:
+            return hit[1]
         try:
-            return os.lstat(f"{self._data_s}/{parts[0]}/{parts[1]}")
+            st = os.lstat(f"{self._data_s}/{parts[0]}/{parts[1]}")
         except OSError:
             raise FUSEError(errno.ENOENT) from None
+        self._remember_entity_stat(key, st, now)
+        return st
+
+    def _remember_entity_stat(self, key: tuple[str, str], st: os.stat_result, now: float
+                              ) -> None:
+        if len(self._entity_stats) >= 4096:
+            self._entity_stats.clear()
+        self._entity_stats[key] = (now, st)
+
+    def _folders_changed(self, *_: object) -> None:
+        """A folder may have changed (an entry added, removed or renamed, its mode or times
+        set): lstat entity folders afresh."""
+        self._entity_stats.clear()
 
     def _synth(self, node: Node) -> bytes | None:
         """Rendered bytes of a synthesised file, or None when the real file is served."""
@@ -298,6 +327,8 @@ class Operations(pyfuse3.Operations):
             st = os.lstat(self._real(parts))
         except OSError:
             raise FUSEError(errno.ENOENT) from None
+        if route is Route.ENTITY:
+            self._remember_entity_stat((parts[0], parts[1]), st, time.monotonic())
         return self._from_stat(node.ino, st, route)
 
     def _exists(self, node: Node) -> bool:
@@ -495,6 +526,7 @@ class Operations(pyfuse3.Operations):
 
     async def mkdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._folders_changed()
         parent = self._node(parent_inode)
         s = self._name(parent, name, creating=True)
         node = self.table.child(parent, s, _is_virtual(self.router, parent, s))
@@ -516,6 +548,7 @@ class Operations(pyfuse3.Operations):
 
     async def rmdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                     ctx: pyfuse3.RequestContext) -> None:
+        self._folders_changed()
         parent = self._node(parent_inode)
         s = self._name(parent, name)
         node = self.table.child(parent, s, _is_virtual(self.router, parent, s))
@@ -574,6 +607,7 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int,
                      flags: int, ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._folders_changed()
         parent = self._node(parent_inode)
         s = self._name(parent, name, creating=True)
         node = self.table.child(parent, s, _is_virtual(self.router, parent, s))
@@ -754,6 +788,7 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._folders_changed()
         node = self._node(inode)
         route = self._route(node)
         parts = node.parts
@@ -939,6 +974,7 @@ class Operations(pyfuse3.Operations):
 
     async def unlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                      ctx: pyfuse3.RequestContext) -> None:
+        self._folders_changed()
         parent = self._node(parent_inode)
         s = self._name(parent, name)
         node = self.table.child(parent, s, _is_virtual(self.router, parent, s))
@@ -985,6 +1021,7 @@ class Operations(pyfuse3.Operations):
     async def rename(self, parent_inode_old: pyfuse3.InodeT, name_old: pyfuse3.FileNameT,
                      parent_inode_new: pyfuse3.InodeT, name_new: pyfuse3.FileNameT,
                      flags: int, ctx: pyfuse3.RequestContext) -> None:
+        self._folders_changed()
         p_old = self._node(parent_inode_old)
         p_new = self._node(parent_inode_new)
         s_old = self._name(p_old, name_old)

@@ -50,6 +50,7 @@ class Invalidator:
         self._journals: set[str] = set()  # journal file names seen since wal/ was listed
         self._send, self._recv = trio.open_memory_channel[None](1)
         self._cond = trio.Condition()
+        self._waiting = 0  # writers in wait() for the task (it notifies only when there are)
 
     def on_records(self, targets: set[str], records: list[Any], local: bool) -> None:
         """``NodeState`` listener: records changed these entities' overlay."""
@@ -128,8 +129,9 @@ class Invalidator:
                 finally:
                     self._busy = False
             self._done = max(self._done, asked)
-            async with self._cond:
-                self._cond.notify_all()
+            if self._waiting:
+                async with self._cond:
+                    self._cond.notify_all()
 
     async def wait(self) -> None:
         """Let the invalidation task catch up, so a ``cat`` right after our ``close()`` sees
@@ -143,11 +145,19 @@ class Invalidator:
             self._collect()
             if not self._calls:
                 self._done = want  # everything asked so far needed no kernel call
+                # ...so the task's wake-up for it has nothing to do: take it back (a task
+                # switch and a collect per field write otherwise).
+                with contextlib.suppress(trio.WouldBlock):
+                    self._recv.receive_nowait()
                 return
-        with trio.move_on_after(1.0):
-            async with self._cond:
-                while self._done < want:
-                    await self._cond.wait()
+        self._waiting += 1
+        try:
+            with trio.move_on_after(1.0):
+                async with self._cond:
+                    while self._done < want:
+                        await self._cond.wait()
+        finally:
+            self._waiting -= 1
 
     def _target(
         self, target: str, fields: set[str] | None, calls: Calls,
@@ -164,7 +174,7 @@ class Invalidator:
         if ent.listed and any(
             # the kernel may cache the entity's listing: a view-only file may (dis)appear
             (name == doc.INDEX or fields is None or doc.TAGS in fields)
-            and not os.path.exists(f"{self._data}/{target}/{name}")
+            and not self._in_store(target, name)
             for name in (doc.INDEX, doc.TAGS_FILE)
         ):
             ent.listed = False
@@ -174,7 +184,7 @@ class Invalidator:
                 name == doc.TAGS_FILE and (fields is None or doc.TAGS in fields)
             ):
                 calls.append((child.ino, None))
-                if not os.path.exists(f"{self._data}/{target}/{name}"):
+                if not self._in_store(target, name):
                     calls.append((ent.ino, name))  # a view-only file may have (dis)appeared
             elif name == "_fields":
                 if fields is None or child.listed:
@@ -185,6 +195,12 @@ class Invalidator:
                         calls.append((f.ino, None))
                     if (target, fname) in gone:
                         calls.append((child.ino, fname))
+
+    def _in_store(self, target: str, name: str) -> bool:
+        """Is there a store file (not only a view-only one)? The parsed base knows, without a
+        syscall per field write; the disk says otherwise."""
+        known = self.views.in_store(target, name)
+        return known if known is not None else os.path.exists(f"{self._data}/{target}/{name}")
 
     def _path(self, parts: tuple[str, ...], calls: Calls) -> None:
         """A store file changed: drop it, its name and its folder's listing. When the kernel

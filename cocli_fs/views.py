@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from .document import TAGS, BaseDoc, field_text, merge, render_index, render_tags
+from .document import INDEX, TAGS, TAGS_FILE, BaseDoc, field_text, merge, render_index, render_tags
 from .hlc import physical_ms
 from .state import NodeState
 
@@ -84,6 +84,17 @@ class Views:
     def loaded(self, target: str) -> bool:
         """Its base files are parsed already (a view or the base is cached)."""
         return target in self._cache or target in self._bases
+
+    def in_store(self, target: str, name: str) -> bool | None:
+        """Did the store hold ``_index.md`` / ``tags.lst`` when the base parsed now was read?
+        None: not known (no base parsed, or a broken one shown as empty)."""
+        b = self._bases.get(target)
+        if b is None:
+            v = self._cache.get(target)
+            b = v.base if v is not None else None
+        if b is None or not b.has_index:
+            return None
+        return True if name == INDEX else (b.tags is not None) if name == TAGS_FILE else None
 
     def has_overlay(self, target: str) -> bool:
         return bool(self.state.overlay.get(target))

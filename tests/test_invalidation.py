@@ -14,13 +14,17 @@ from cocli_fs.views import Views
 
 
 class _Views:
-    """What the invalidator asks of the views: drop a target (recorded)."""
+    """What the invalidator asks of the views: drop a target (recorded); whether a store file
+    is there (not known: the invalidator looks on disk)."""
 
     def __init__(self) -> None:
         self.dropped: list[tuple[str, bool]] = []
 
     def drop(self, target: str, base: bool = True) -> None:
         self.dropped.append((target, base))
+
+    def in_store(self, target: str, name: str) -> bool | None:
+        return None
 
 
 def _setup(tmp_path: Path) -> tuple[Invalidator, InodeTable, _Views, dict[str, Node]]:
