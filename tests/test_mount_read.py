@@ -184,3 +184,27 @@ def test_files_put_into_the_store_by_hand_show_once_attributes_expire(tmp_path: 
             assert time.monotonic() < deadline, "a file put into DATA never showed"
             time.sleep(0.1)
         assert sorted(os.listdir(ent)) == sorted([*before, "by-hand.md"])
+
+
+def test_field_files_follow_their_entity_folder_changed_through_the_mount(tmp_path: Path
+                                                                          ) -> None:
+    """Field files take owner and times from the entity folder, whose lstat the mount reuses
+    for a second within one write's lookups; a change of the folder through the mount must
+    show as soon as the kernel asks again, not a second later. (The kernel asks for the
+    folder's own attributes again after such a change, and that fresh lstat replaces the one
+    reused; the mount also forgets them on every folder change it makes.)"""
+    slug = sample_data(tmp_path / "data", 1)[0]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[mount]\nattr_timeout = 0.2\nentry_timeout = 0.2\ndir_timeout = 60\n")
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a", config=cfg) as mount:
+        ent = mount.path("companies", slug)
+        field = ent / "_fields" / "name"
+        assert os.stat(field).st_mtime_ns == os.stat(ent).st_mtime_ns
+        os.utime(ent, ns=(10**18, 10**18))  # 2001-09-09, through the mount
+        time.sleep(0.3)  # the kernel's copy of the field expires; the mount's reuse would not
+        assert os.stat(field).st_mtime_ns == 10**18
+        os.stat(field)
+        (ent / "notes").mkdir()  # an entry added: the folder's times move on
+        time.sleep(0.3)
+        now = os.stat(tmp_path / "data" / "companies" / slug).st_mtime_ns
+        assert now > 10**18 and os.stat(field).st_mtime_ns == now
