@@ -104,6 +104,9 @@ class BaseDoc:
     body: str = ""
     tags: list[str] | None = None  # from tags.lst; None when there is no tags.lst
     has_index: bool = False  # the store had an _index.md (tags.lst: tags is not None)
+    # tags.lst was read (``tags`` is known). A write of one field other than tags needs only
+    # _index.md: tags.lst is read when something asks for all fields or for tags.
+    tags_read: bool = True
 
     @cached_property
     def chunks(self) -> dict[str, str] | None:
@@ -112,7 +115,19 @@ class BaseDoc:
         c = _chunks(self.front_text) if self.front_text else None
         return c if c is not None and list(c) == list(self.front) else None
 
+    def field(self, name: str) -> tuple[bool, Any]:
+        """(present, value) of one field, as ``fields()`` has it (tags need ``tags_read``)."""
+        if name == DESCRIPTION:
+            desc = self.body.strip("\n")
+            return (True, desc) if desc or DESCRIPTION in self.front else (False, None)
+        if name == TAGS:
+            assert self.tags_read, "tags of a base whose tags.lst was not read"
+            if self.tags is not None:
+                return True, list(self.tags)
+        return (True, self.front[name]) if name in self.front else (False, None)
+
     def fields(self) -> dict[str, Any]:
+        assert self.tags_read, "fields() of a base whose tags.lst was not read"
         out = dict(self.front)
         desc = self.body.strip("\n")
         if desc or DESCRIPTION in out:

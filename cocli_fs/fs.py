@@ -296,7 +296,7 @@ class Operations(pyfuse3.Operations):
         parts = node.parts
         target = target_of(parts)
         if route is Route.FIELD:
-            b = self.views.get(target).field_bytes(parts[3])
+            b = self.views.field_bytes(target, parts[3])
             if b is None:
                 raise FUSEError(errno.ENOENT)
             return b
@@ -321,8 +321,8 @@ class Operations(pyfuse3.Operations):
             data = self._synth(node)
             if data is not None:
                 st = self._entity_stat(parts)
-                v = self.views.get(target_of(parts))
-                return self._mk(node.ino, st, VIRTUAL_FILE_MODE, len(data), mtime_ns=v.mtime_ns)
+                mtime_ns = self.views.mtime_ns(target_of(parts))
+                return self._mk(node.ino, st, VIRTUAL_FILE_MODE, len(data), mtime_ns=mtime_ns)
         try:
             st = os.lstat(self._real(parts))
         except OSError:

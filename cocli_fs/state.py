@@ -22,7 +22,7 @@ from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
 from .config import Config
 from .dirty import DirtySet
-from .document import TOMBSTONE, BaseDoc, Change, DocumentError, load_base, merge
+from .document import TOMBSTONE, BaseDoc, Change, DocumentError, load_base, merge, parse_tags
 from .hlc import HybridClock
 from .journal import JournalWriter, ReplicaWriter, ScanReport, scan_wal_files
 from .overlay import Applied, OriginSeqs, Overlay
@@ -244,16 +244,24 @@ class NodeState:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def base(self, target: str) -> BaseDoc:
-        """The entity's base document from the store (raises DocumentError if it is broken)."""
+    def base(self, target: str, tags: bool = True) -> BaseDoc:
+        """The entity's base document from the store (raises DocumentError if it is broken).
+        ``tags=False``: without reading tags.lst (``BaseDoc.tags_read`` is then False)."""
         d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
-        return load_base(_read_text(d + "_index.md"), _read_text(d + "tags.lst"))
+        doc = load_base(_read_text(d + "_index.md"), _read_text(d + "tags.lst") if tags else None)
+        doc.tags_read = tags
+        return doc
 
-    def shown_base(self, target: str) -> BaseDoc:
+    def base_tags(self, target: str) -> list[str] | None:
+        """tags.lst's tags (None: no tags.lst), for a base read without them."""
+        text = _read_text(f"{self.data.root}/{target}/tags.lst")
+        return parse_tags(text) if text is not None else None
+
+    def shown_base(self, target: str, tags: bool = True) -> BaseDoc:
         """The base document to show: a broken one must not hide the overlay, so it counts as
         empty (the overlay alone is shown) and the log says why."""
         try:
-            return self.base(target)
+            return self.base(target, tags)
         except DocumentError as exc:
             log.error("%s/_index.md: %s", target, exc)
             return BaseDoc()

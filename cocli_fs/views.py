@@ -94,7 +94,9 @@ class Views:
             b = v.base if v is not None else None
         if b is None or not b.has_index:
             return None
-        return True if name == INDEX else (b.tags is not None) if name == TAGS_FILE else None
+        if name == INDEX:
+            return True
+        return (b.tags is not None) if name == TAGS_FILE and b.tags_read else None
 
     def has_overlay(self, target: str) -> bool:
         return bool(self.state.overlay.get(target))
@@ -111,15 +113,32 @@ class Views:
         return v
 
     def field_value(self, target: str, name: str) -> tuple[bool, Any]:
-        """(present, merged value) of one field, without merging or rendering the rest."""
+        """(present, merged value) of one field, without merging or rendering the rest (nor
+        reading tags.lst, unless the field is tags): what a field write needs."""
         v = self._cache.get(target)
         if v is not None:
             return name in v.fields, v.fields.get(name)
         r = self.state.overlay.get(target).get(name)
         if r is not None:
             return (False, None) if r.tombstone else (True, r.decoded_value())
-        f = self._base(target).fields()
-        return name in f, f.get(name)
+        return self._base(target, tags=name == TAGS).field(name)
+
+    def field_bytes(self, target: str, name: str) -> bytes | None:
+        """``_fields/<name>``'s contents (None: no such field), without building the view
+        when there is none yet (a field write's lookups)."""
+        v = self._cache.get(target)
+        if v is not None:
+            return v.field_bytes(name)
+        present, value = self.field_value(target, name)
+        return field_text(name, value).encode("utf-8") if present else None
+
+    def mtime_ns(self, target: str) -> int:
+        """The newest overlay record's time (0: none), as ``EntityView.mtime_ns``."""
+        v = self._cache.get(target)
+        if v is not None:
+            return v.mtime_ns
+        overlay = self.state.overlay.get(target)
+        return max(physical_ms(r.hlc) for r in overlay.values()) * 1_000_000 if overlay else 0
 
     def drop(self, target: str, base: bool = True) -> None:
         """The entity changed: its overlay only (``base=False``) or maybe its store files."""
@@ -131,12 +150,15 @@ class Views:
     def generation(self, target: str) -> int:
         return self.gen.get(target, 0)
 
-    def _base(self, target: str) -> BaseDoc:
+    def _base(self, target: str, tags: bool = True) -> BaseDoc:
         b = self._bases.get(target)
         if b is not None:
             self._bases.move_to_end(target)
+            if tags and not b.tags_read:
+                b.tags = self.state.base_tags(target)
+                b.tags_read = True
             return b
-        b = self._bases[target] = self.state.shown_base(target)
+        b = self._bases[target] = self.state.shown_base(target, tags)
         if len(self._bases) > self.capacity:
             self._bases.popitem(last=False)
         return b

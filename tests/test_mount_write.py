@@ -62,6 +62,11 @@ def test_field_write_is_one_record_and_visible_everywhere(m: Mount, ent: Path) -
     assert "email: sales@example.org\n" in text
     assert os.stat(ent / "_index.md").st_size == len(text.encode())
     assert base_text(m, ent) == before  # the base file is untouched
+    # The write read only _index.md (tags.lst is read when asked for): tags are all there.
+    tags = (m.data / "companies" / ent.name / "tags.lst").read_text().split()
+    assert tags and json.loads((ent / "_fields" / "tags").read_text()) == tags
+    assert (ent / "tags.lst").read_text().split() == tags
+    assert "tags" in os.listdir(ent / "_fields")
 
 
 def test_new_field_and_tombstone(m: Mount, ent: Path) -> None:

@@ -1,0 +1,84 @@
+"""The merged views without a mount: one field's value reads ``_index.md`` only, and whatever
+asks for more gets the whole entity, tags.lst included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cocli_fs import sample
+from cocli_fs.config import Config
+from cocli_fs.document import TAGS, field_text
+from cocli_fs.state import DataDir, NodeState
+from cocli_fs.views import Views
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[NodeState, Views, str, list[str]]:
+    c = sample.write_tree(tmp_path, 1)[0]
+    state = NodeState(DataDir(tmp_path), Config(node="n1"))
+    state.load()
+    target = f"companies/{c.slug}"
+    tags = (tmp_path / target / "tags.lst").read_text().split()
+    assert tags
+    return state, Views(state), target, tags
+
+
+def _count_tag_reads(state: NodeState, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    real = state.base_tags
+
+    def spy(target: str) -> list[str] | None:
+        reads.append(target)
+        return real(target)
+
+    monkeypatch.setattr(state, "base_tags", spy)
+    return reads
+
+
+def test_one_field_does_not_read_tags_lst(
+    setup: tuple[NodeState, Views, str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, views, target, tags = setup
+    reads = _count_tag_reads(state, monkeypatch)
+    full = state.base(target).fields()
+    assert views.field_value(target, "name") == (True, full["name"])
+    assert views.field_bytes(target, "name") == field_text("name", full["name"]).encode()
+    assert views.field_value(target, "nope") == (False, None)
+    assert views.field_bytes(target, "nope") is None
+    assert views.field_value(target, "description") == (True, full["description"])
+    assert reads == []  # _index.md only, so far
+    assert views.field_value(target, TAGS) == (True, tags)  # tags: read now, once
+    assert views.get(target).fields == full
+    assert reads == [target]
+
+
+def test_the_whole_view_after_a_partial_base_has_the_tags(
+    setup: tuple[NodeState, Views, str, list[str]]
+) -> None:
+    state, views, target, tags = setup
+    assert views.field_value(target, "name")[0]
+    v = views.get(target)
+    assert v.fields[TAGS] == tags and v.field_names() == list(state.base(target).fields())
+    assert views.in_store(target, "tags.lst") is True
+
+
+def test_a_partial_base_knows_index_but_not_tags_in_store(
+    setup: tuple[NodeState, Views, str, list[str]]
+) -> None:
+    _state, views, target, _tags = setup
+    assert views.field_value(target, "name")[0]
+    assert views.in_store(target, "_index.md") is True
+    assert views.in_store(target, "tags.lst") is None  # not read: the caller looks on disk
+
+
+def test_mtime_without_a_view_is_the_newest_record(
+    setup: tuple[NodeState, Views, str, list[str]]
+) -> None:
+    state, views, target, _tags = setup
+    assert views.mtime_ns(target) == 0
+    state.write_fields_sync(target, {"email": "a@b.c"})
+    state.write_fields_sync(target, {"phone": "1"})
+    newest = views.mtime_ns(target)
+    assert newest > 0 and newest == views.get(target).mtime_ns
