@@ -155,7 +155,7 @@ def test_fetch_brings_an_entitys_files_into_the_page_cache(tmp_path: Path) -> No
     walkahead._fetch(str(ent))
     full = 64 * 1024 // mmap.PAGESIZE
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not all(_resident_pages(p) == full for p in files):
+    while time.monotonic() < deadline and _resident_pages(files[0]) < full:
         time.sleep(0.01)
-    assert [_resident_pages(p) for p in files] == [full, full]
+    assert [_resident_pages(p) for p in files] == [full, 0]  # _index.md only: all a field needs
     walkahead._fetch(str(tmp_path / "companies" / "gone"))  # no such entity: nothing happens
