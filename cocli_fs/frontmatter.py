@@ -19,8 +19,8 @@ any other text of the shape (comments, blank lines, indented items, padding). On
 first character an indicator or a resolver claims (quotes, numbers, ``null``...) reaches
 :func:`_scalar`; any other is a string as it stands. When the optional C extension
 ``_fastfront`` is built, it reads yaml_dump's layout instead of :func:`_load_dumped_py` (same
-answers, held to each other by the tests): ~40 µs → ~5 µs for a 700-byte ``_index.md``, paid by
-every first field write to an entity.
+answers, held to each other by the tests): ~21 µs → ~7 µs for a 700-byte ``_index.md`` in a tight
+loop, paid by every first field write to an entity.
 
 Writing: an ``_index.md`` with overlay fields is rendered from the base's text with each changed
 key dumped again. :func:`dump_entry` writes one ``key: value`` as PyYAML's dump would (plain or

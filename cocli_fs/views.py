@@ -15,10 +15,12 @@ change of the store files themselves (``drop`` with ``base=True``, the default) 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from .document import INDEX, TAGS, TAGS_FILE, BaseDoc, field_text, merge, render_index, render_tags
 from .hlc import physical_ms
+from .record import Record
 from .state import NodeState
 
 
@@ -137,8 +139,7 @@ class Views:
         v = self._cache.get(target)
         if v is not None:
             return v.mtime_ns
-        overlay = self.state.overlay.get(target)
-        return max(physical_ms(r.hlc) for r in overlay.values()) * 1_000_000 if overlay else 0
+        return _newest_ns(self.state.overlay.get(target))
 
     def drop(self, target: str, base: bool = True) -> None:
         """The entity changed: its overlay only (``base=False``) or maybe its store files."""
@@ -169,5 +170,9 @@ class Views:
         merged = merge(base, overlay)
         if not overlay:
             return EntityView(base, merged, False, 0)
-        newest = max(physical_ms(r.hlc) for r in overlay.values()) * 1_000_000
-        return EntityView(base, merged, True, newest)
+        return EntityView(base, merged, True, _newest_ns(overlay))
+
+
+def _newest_ns(overlay: Mapping[str, Record]) -> int:
+    """The newest record's wall time in ns (0: no records): the view files' mtime."""
+    return max(physical_ms(r.hlc) for r in overlay.values()) * 1_000_000 if overlay else 0
