@@ -146,14 +146,14 @@ def load(text: str, resolvers: Resolvers) -> dict[str, Any] | None:
 
 def _load_dumped(text: str, t: _Table) -> dict[str, Any] | None:
     """Text in yaml_dump's layout, or None."""
+    if _fastfront is None or t.unsure_ascii is None:
+        return _load_dumped_py(text, t)
     if t.unsure is None or text[-1:] != "\n" or " #" in text:
-        return None
-    if _fastfront is not None and t.unsure_ascii is not None:
-        out: dict[str, Any] | None = _fastfront.load_dumped(
-            text, t.unsure_ascii, t.known, _scalar, t, _FAIL
-        )
-        return out
-    return _load_dumped_py(text, t)
+        return None  # the whole-text checks _load_dumped_py makes too
+    out: dict[str, Any] | None = _fastfront.load_dumped(
+        text, t.unsure_ascii, t.known, _scalar, t, _FAIL
+    )
+    return out
 
 
 def _load_dumped_py(text: str, t: _Table) -> dict[str, Any] | None:
