@@ -28,7 +28,9 @@ class Service(Protocol):
 def build_services(state: NodeState, control: ControlServer) -> list[Service]:
     """The services this node's config asks for, in start order."""
     cfg = state.config
-    services: list[Service] = []
+    from .collector import Collector
+
+    services: list[Service] = [Collector()]
     if cfg.gossip.enabled and cfg.gossip.peers:
         from .gossip import GossipService
 
