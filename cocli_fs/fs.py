@@ -378,6 +378,12 @@ class Operations(pyfuse3.Operations):
             # an open buffer shows its own size while it is written
             if isinstance(h, BufferHandle) and h.node is node and (h.dirty or h.emptied):
                 h.wrote_last = False  # the kernel now caches this size
+                if h.route is Route.FIELD:
+                    # What _attr_or_blank gives but the size, without rendering the value
+                    # whose size is replaced (``fstat`` right after ``open(O_TRUNC)``).
+                    st = self._entity_stat(node.parts)
+                    return self._mk(node.ino, st, VIRTUAL_FILE_MODE, len(h.buf),
+                                    mtime_ns=self.views.mtime_ns(target_of(node.parts)))
                 a = self._attr_or_blank(node)
                 a.st_size = len(h.buf)
                 return a
@@ -878,7 +884,6 @@ class Operations(pyfuse3.Operations):
 
     async def _commit(self, node: Node, route: Route, data: bytes) -> None:
         parts = node.parts
-        what = f"write to {_rel(parts)}"
         target = target_of(parts)
         try:
             text = data.decode("utf-8")
@@ -886,11 +891,11 @@ class Operations(pyfuse3.Operations):
             if changes:
                 await self.state.write_fields(target, changes)
         except UnicodeDecodeError:
-            raise refuse(errno.EINVAL, what, "not UTF-8 text") from None
+            raise refuse(errno.EINVAL, f"write to {_rel(parts)}", "not UTF-8 text") from None
         except (DocumentError, RecordError) as exc:
-            raise refuse(errno.EINVAL, what, str(exc)) from None
+            raise refuse(errno.EINVAL, f"write to {_rel(parts)}", str(exc)) from None
         except OSError as exc:
-            log.error("%s: journal write failed: %s", what, exc)
+            log.error("write to %s: journal write failed: %s", _rel(parts), exc)
             raise FUSEError(errno.EIO) from None
 
     def _changes(self, target: str, route: Route, parts: tuple[str, ...], text: str

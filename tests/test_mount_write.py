@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +68,26 @@ def test_field_write_is_one_record_and_visible_everywhere(m: Mount, ent: Path) -
     assert tags and json.loads((ent / "_fields" / "tags").read_text()) == tags
     assert (ent / "tags.lst").read_text().split() == tags
     assert "tags" in os.listdir(ent / "_fields")
+
+
+def test_fstat_of_a_field_being_written_shows_the_bytes_written_so_far(
+    m: Mount, ent: Path
+) -> None:
+    folder = os.stat(ent)
+    for name in ("email", "brand_new_field"):  # an existing field and one being created
+        fd = os.open(ent / "_fields" / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            st = os.fstat(fd)
+            assert (st.st_size, stat.S_ISREG(st.st_mode)) == (0, True)
+            assert st.st_mtime_ns >= folder.st_mtime_ns and st.st_uid == folder.st_uid
+            os.write(fd, b"abc")
+            assert os.fstat(fd).st_size == 3
+            os.write(fd, b"de\n")
+            assert os.fstat(fd).st_size == 6
+        finally:
+            os.close(fd)
+        assert (ent / "_fields" / name).read_text() == "abcde\n"
+        assert os.stat(ent / "_fields" / name).st_size == 6
 
 
 def test_new_field_and_tombstone(m: Mount, ent: Path) -> None:
