@@ -882,7 +882,11 @@ class Operations(pyfuse3.Operations):
 
     # -- commit: bytes written to a routed file -> journal records --------------------------------
 
-    async def _commit(self, node: Node, route: Route, data: bytes) -> None:
+    async def _commit(self, node: Node, route: Route, data: bytes, wrote_last: bool = False
+                      ) -> None:
+        """Records for bytes written to a routed file, durable and shown by the kernel when
+        this returns. ``wrote_last``: the kernel's last act on the file was our WRITE of
+        ``data`` (``Invalidator.spare_written``)."""
         parts = node.parts
         target = target_of(parts)
         try:
@@ -890,6 +894,11 @@ class Operations(pyfuse3.Operations):
             changes = self._changes(target, route, parts, text)
             if changes:
                 await self.state.write_fields(target, changes)
+                if wrote_last and route is Route.FIELD:
+                    self.inval.spare_written(node, data)
+            # Local records do not wake the invalidation task (Invalidator.on_records): this
+            # does their kernel calls, or has the task do them, before close() returns.
+            await self.inval.wait()
         except UnicodeDecodeError:
             raise refuse(errno.EINVAL, f"write to {_rel(parts)}", "not UTF-8 text") from None
         except (DocumentError, RecordError) as exc:
@@ -929,11 +938,7 @@ class Operations(pyfuse3.Operations):
         if isinstance(h, BufferHandle) and h.dirty:
             h.dirty = False  # one commit per close, even if it fails (the write is refused)
             h.committed = True
-            data = bytes(h.buf)
-            await self._commit(h.node, h.route, data)
-            if h.wrote_last and h.route is Route.FIELD:
-                self.inval.spare_written(h.node, data)
-            await self.inval.wait()
+            await self._commit(h.node, h.route, bytes(h.buf), h.wrote_last)
 
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         h = self.handles.get(fh)

@@ -53,7 +53,10 @@ class Invalidator:
         self._waiting = 0  # writers in wait() for the task (it notifies only when there are)
 
     def on_records(self, targets: set[str], records: list[Any], local: bool) -> None:
-        """``NodeState`` listener: records changed these entities' overlay."""
+        """``NodeState`` listener: records changed these entities' overlay. Local records (the
+        mount's own writes) do not wake the task: their writer calls ``wait`` right after,
+        which makes the kernel calls they need or wakes the task for them (a task switch per
+        field write otherwise, nearly always for nothing)."""
         pending = self._targets
         for t in targets:
             self.views.drop(t, base=False)  # records change the overlay only
@@ -68,7 +71,9 @@ class Invalidator:
                 if r.tombstone:
                     self._gone.add((r.target, r.field))
         self._new_journals(records)
-        self._wake()
+        self._asked += 1
+        if not local:
+            self._wake_task()
 
     def _new_journals(self, records: list[Any]) -> None:
         """A record in a journal file ``wal/`` did not have (a new day, a new peer's replica):
@@ -95,10 +100,10 @@ class Invalidator:
                 self.views.drop(t)
                 self._targets[t] = None
             self._paths.add(parts)
-        self._wake()
-
-    def _wake(self) -> None:
         self._asked += 1
+        self._wake_task()
+
+    def _wake_task(self) -> None:
         with contextlib.suppress(trio.WouldBlock):
             self._send.send_nowait(None)  # bounded and coalescing: one wake-up is enough
 
@@ -145,11 +150,8 @@ class Invalidator:
             self._collect()
             if not self._calls:
                 self._done = want  # everything asked so far needed no kernel call
-                # ...so the task's wake-up for it has nothing to do: take it back (a task
-                # switch and a collect per field write otherwise).
-                with contextlib.suppress(trio.WouldBlock):
-                    self._recv.receive_nowait()
                 return
+        self._wake_task()  # for local records nothing has woken it yet
         self._waiting += 1
         try:
             with trio.move_on_after(1.0):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from cocli_fs import record as rec
 from cocli_fs.inodes import InodeTable, Node
 from cocli_fs.invalidation import Calls, Invalidator
@@ -106,3 +108,37 @@ def test_a_record_in_a_new_journal_drops_a_kept_listing_of_wal(tmp_path: Path) -
     assert (wal.ino, None) in _calls(inv)
     inv.on_records({"companies/acme"}, [_record("phone")], True)  # the same journal file
     assert (wal.ino, None) not in _calls(inv)
+
+
+def test_local_records_are_sent_by_the_writers_wait_and_others_by_the_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio
+    import trio.testing
+
+    from cocli_fs import invalidation
+
+    sent: list[Calls] = []
+    monkeypatch.setattr(invalidation, "kernel_invalidate", lambda calls: sent.append(calls))
+    inv, _, _, n = _setup(tmp_path)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(inv.run)
+            await trio.testing.wait_all_tasks_blocked()
+            # A local write: nothing happens until its writer waits (no task switch for it)...
+            inv.on_records({"companies/acme"}, [_record("email")], True)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sent == []
+            with trio.fail_after(5):
+                await inv.wait()  # ...which has the task send what the write made stale
+            assert sorted(sent.pop()) == sorted([(n["index"].ino, None), (n["email"].ino, None)])
+            # A peer's record: no writer waits for it, the task sends it by itself.
+            inv.on_records({"companies/acme"}, [_record("phone")], False)
+            with trio.fail_after(5):
+                while not sent:
+                    await trio.sleep(0.01)
+            assert sorted(sent.pop()) == sorted([(n["index"].ino, None), (n["phone"].ino, None)])
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
