@@ -126,13 +126,14 @@ class BaseDoc:
                 return True, list(self.tags)
         return (True, self.front[name]) if name in self.front else (False, None)
 
-    def fields(self) -> dict[str, Any]:
-        assert self.tags_read, "fields() of a base whose tags.lst was not read"
+    def fields(self, tags: bool = True) -> dict[str, Any]:
+        """Every field; ``tags=False``: all but those of tags.lst (unread, or not wanted)."""
+        assert self.tags_read or not tags, "fields() of a base whose tags.lst was not read"
         out = dict(self.front)
         desc = self.body.strip("\n")
         if desc or DESCRIPTION in out:
             out[DESCRIPTION] = desc
-        if self.tags is not None:
+        if tags and self.tags is not None:
             out[TAGS] = list(self.tags)
         return out
 
@@ -212,10 +213,11 @@ def same_value(a: Any, b: Any) -> bool:
         return bool(a == b)
 
 
-def merge(base: BaseDoc, overlay: Mapping[str, Record]) -> dict[str, Any]:
+def merge(base: BaseDoc, overlay: Mapping[str, Record], tags: bool = True) -> dict[str, Any]:
     """Base fields with the overlay's winners applied (tombstones remove). Keys keep the base's
-    order; fields the overlay adds follow in name order, so every node renders alike."""
-    fields = base.fields()
+    order; fields the overlay adds follow in name order, so every node renders alike.
+    ``tags=False``: without tags.lst's tags (``BaseDoc.fields``)."""
+    fields = base.fields(tags)
     if not overlay:
         return fields
     added = []

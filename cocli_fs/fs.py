@@ -302,8 +302,9 @@ class Operations(pyfuse3.Operations):
             return b
         if not self.views.has_overlay(target):
             return None
-        v = self.views.get(target)
-        return v.index if route is Route.INDEX else v.tags
+        if route is Route.INDEX:
+            return self.views.index_bytes(target)
+        return self.views.get(target).tags
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         route = self._route(node)

@@ -28,14 +28,19 @@ class EntityView:
     """One entity as shown; ``_index.md`` / ``tags.lst`` bytes are rendered on first use (a
     field write needs only the merged fields, not a YAML dump of the whole document)."""
 
-    __slots__ = ("_field_bytes", "_index", "_tags", "base", "fields", "mtime_ns", "overlay")
+    __slots__ = (
+        "_field_bytes", "_index", "_tags", "base", "complete", "fields", "mtime_ns", "overlay"
+    )
 
-    def __init__(self, base: BaseDoc, fields: dict[str, Any], overlay: bool, mtime_ns: int
-                 ) -> None:
+    def __init__(self, base: BaseDoc, fields: dict[str, Any], overlay: bool, mtime_ns: int,
+                 complete: bool = True) -> None:
         self.base = base
         self.fields = fields  # merged
         self.overlay = overlay  # the overlay touches this entity (else base files are verbatim)
         self.mtime_ns = mtime_ns  # newest overlay record (0: none)
+        # False: built without tags.lst, for _index.md alone (Views.index_bytes); its fields
+        # lack tags.lst's tags, so nothing else may use it (Views.get builds it again).
+        self.complete = complete
         self._index: bytes | bool | None = False  # False: not rendered yet
         self._tags: bytes | bool | None = False
         self._field_bytes: dict[str, bytes] = {}
@@ -105,7 +110,7 @@ class Views:
 
     def get(self, target: str) -> EntityView:
         v = self._cache.get(target)
-        if v is not None:
+        if v is not None and v.complete:
             self._cache.move_to_end(target)
             return v
         v = self._build(target)
@@ -118,7 +123,7 @@ class Views:
         """(present, merged value) of one field, without merging or rendering the rest (nor
         reading tags.lst, unless the field is tags): what a field write needs."""
         v = self._cache.get(target)
-        if v is not None:
+        if v is not None and (v.complete or name != TAGS):
             return name in v.fields, v.fields.get(name)
         r = self.state.overlay.get(target).get(name)
         if r is not None:
@@ -129,10 +134,28 @@ class Views:
         """``_fields/<name>``'s contents (None: no such field), without building the view
         when there is none yet (a field write's lookups)."""
         v = self._cache.get(target)
-        if v is not None:
+        if v is not None and (v.complete or name != TAGS):
             return v.field_bytes(name)
         present, value = self.field_value(target, name)
         return field_text(name, value).encode("utf-8") if present else None
+
+    def index_bytes(self, target: str) -> bytes | None:
+        """``EntityView.index`` (the rendered ``_index.md``; None: the base file is served),
+        without reading tags.lst when the front matter has no tags: tags.lst's tags are not
+        in ``_index.md`` then. A first ``stat`` of an entity with overlay fields needs this
+        size, and reading tags.lst too was a second cold read per entity."""
+        v = self._cache.get(target)
+        if v is None:
+            base = self._base(target, tags=False)
+            if base.tags_read or TAGS in base.front:
+                return self.get(target).index
+            overlay = self.state.overlay.get(target)
+            v = EntityView(base, merge(base, overlay, tags=False), bool(overlay),
+                           _newest_ns(overlay), complete=False)
+            self._cache[target] = v
+            if len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return v.index
 
     def mtime_ns(self, target: str) -> int:
         """The newest overlay record's time (0: none), as ``EntityView.mtime_ns``."""
@@ -167,10 +190,7 @@ class Views:
     def _build(self, target: str) -> EntityView:
         overlay = self.state.overlay.get(target)
         base = self._base(target)
-        merged = merge(base, overlay)
-        if not overlay:
-            return EntityView(base, merged, False, 0)
-        return EntityView(base, merged, True, _newest_ns(overlay))
+        return EntityView(base, merge(base, overlay), bool(overlay), _newest_ns(overlay))
 
 
 def _newest_ns(overlay: Mapping[str, Record]) -> int:

@@ -82,3 +82,37 @@ def test_mtime_without_a_view_is_the_newest_record(
     state.write_fields_sync(target, {"phone": "1"})
     newest = views.mtime_ns(target)
     assert newest > 0 and newest == views.get(target).mtime_ns
+
+
+def test_index_with_overlay_fields_renders_without_reading_tags_lst(
+    setup: tuple[NodeState, Views, str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, views, target, _tags = setup
+    state.write_fields_sync(target, {"email": "new@example.org", TAGS: ["vip"]})
+    reads = _count_tag_reads(state, monkeypatch)
+    index = views.index_bytes(target)
+    assert reads == []  # the first stat of such an entity: _index.md only
+    assert index is not None and b"new@example.org" in index and b"vip" not in index
+    assert views.mtime_ns(target) > 0
+    assert views.field_value(target, "email") == (True, "new@example.org")
+    # What needs tags gets the whole entity: tags.lst read now, the overlay's tags winning.
+    assert views.field_value(target, TAGS) == (True, ["vip"])
+    whole = views.get(target)
+    assert whole.complete and whole.fields[TAGS] == ["vip"] and whole.tags == b"vip\n"
+    assert reads == [target]
+    # The same bytes as a view built whole from the start.
+    assert Views(state).get(target).index == index == whole.index
+
+
+def test_index_of_an_entity_with_tags_in_its_front_matter_reads_them(tmp_path: Path) -> None:
+    ent = tmp_path / "companies" / "acme"
+    ent.mkdir(parents=True)
+    (ent / "_index.md").write_text("---\nname: Acme\ntags:\n- a\n---\n")
+    (ent / "tags.lst").write_text("b\n")
+    state = NodeState(DataDir(tmp_path), Config(node="n1"))
+    state.load()
+    state.write_fields_sync("companies/acme", {"email": "x@example.org"})
+    views = Views(state)
+    index = views.index_bytes("companies/acme")
+    assert index == Views(state).get("companies/acme").index
+    assert views.get("companies/acme").complete
