@@ -471,7 +471,11 @@ class Operations(pyfuse3.Operations):
         proute = self._route(parent)
         got = self.listings.resume(parent.ino, start_id) if start_id else None
         if got is None:
-            names = self._listing(parent)  # a new read (or one whose snapshot was evicted)
+            # A new read (or one whose snapshot was evicted). "." and ".." first, as a local
+            # folder lists them (``ls -a``); the kernel creates nothing for these two names.
+            up = parent.parent or parent
+            names = [(".", False, stat.S_IFDIR, parent.ino), ("..", False, stat.S_IFDIR, up.ino),
+                     *self._listing(parent)]
             gen = self.listings.start(parent.ino, names)
             start_id = Listings.index_of(start_id)
             parent.listed = True
@@ -485,6 +489,17 @@ class Operations(pyfuse3.Operations):
         table = self.table
         offset = Listings.offset
         reply_name = fusepatch.readdir_reply_name
+        while start_id < 2:  # "." and "..": never lookups (libfuse: no lookup count for them)
+            name, _v, _k, d_ino = names[start_id]
+            node = parent if start_id == 0 else (parent.parent or parent)
+            if reply_name is not None:
+                sent = reply_name(token, _b(name), d_ino, stat.S_IFDIR, offset(gen, start_id))
+            else:
+                sent = pyfuse3.readdir_reply(token, _b(name), self._attr(node),
+                                             offset(gen, start_id))
+            if not sent:
+                return
+            start_id += 1
         if reply_name is not None and proute in (Route.ENTITY, Route.STORE, Route.READONLY):
             # Below the kind folders: names and types only; the kernel looks up what is used.
             # A walk (find, grep -r) then pays no lstat per file and no render of a merged

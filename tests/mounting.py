@@ -98,6 +98,11 @@ class Mount:
         assert self.proc is not None
         return self.proc.pid
 
+    def loop_cpu(self) -> float:
+        """CPU seconds so far of the mount's main thread: its event loop (benchmarks)."""
+        f = Path(f"/proc/{self.pid}/task/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
     def path(self, *parts: str) -> Path:
         return self.mnt.joinpath(*parts)
 

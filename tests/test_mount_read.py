@@ -54,6 +54,17 @@ def test_tree_looks_like_the_store(m: Mount) -> None:
     assert os.path.isdir(ent / "_fields")
 
 
+def test_ls_a_lists_dot_and_dotdot_first_with_their_inodes(m: Mount) -> None:
+    ent = sorted((m.mnt / "companies").iterdir())[0]
+    for folder in (m.mnt, m.mnt / "companies", ent, ent / "_fields", m.mnt / "wal"):
+        rows = [line.split() for line in run("ls", "-a1i", "-U", str(folder)).splitlines()]
+        assert [r[1] for r in rows[:2]] == [".", ".."], folder
+        assert int(rows[0][0]) == os.stat(folder).st_ino
+        if folder != m.mnt:  # the mount root's ".." is itself, as on any file system
+            assert int(rows[1][0]) == os.stat(folder.parent).st_ino
+        assert sorted(r[1] for r in rows[2:]) == sorted(os.listdir(folder))
+
+
 def test_stat_sizes_modes_links_match_the_store(m: Mount) -> None:
     slug = sorted(os.listdir(m.data / "companies"))[0]
     for name in ("_index.md", "tags.lst", "notes/call.md"):

@@ -66,12 +66,6 @@ def first_visits(root: Path, n: int) -> list[Path]:
             for c in sample.companies(n, seed=99)]
 
 
-def loop_cpu(pid: int) -> float:
-    """CPU seconds of a process's main thread (a mount's event loop)."""
-    f = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("-n", "--writes", type=int, default=2000)
@@ -101,18 +95,18 @@ def main() -> int:
             # Entities visited for the first time (files warm in the page cache): two more
             # lookups and a parse of the entity per write, as in fs.py's write step.
             fresh = first_visits(mnt, args.writes)
-            cpu = loop_cpu(m.pid)
+            cpu = m.loop_cpu()
             measure(f"cocli-fs, {w} writers, first visits",
                     lambda: run(fresh, args.writes, w, False), res)
-            res["cocli-fs loop us/write"] = (loop_cpu(m.pid) - cpu) / args.writes * 1e6
+            res["cocli-fs loop us/write"] = (m.loop_cpu() - cpu) / args.writes * 1e6
         # The same first-visit writes on a file system that does no work, on the same stack:
         # what the kernel round trips, pyfuse3 and trio alone allow on this machine.
         with NullMount(root / "null") as null:
             fresh = first_visits(root / "null", args.writes)
-            cpu = loop_cpu(null.pid)
+            cpu = null.loop_cpu()
             measure(f"no-op FUSE fs, {w} writers, first visits",
                     lambda: run(fresh, args.writes, w, False), res)
-            res["no-op fs loop us/write"] = (loop_cpu(null.pid) - cpu) / args.writes * 1e6
+            res["no-op fs loop us/write"] = (null.loop_cpu() - cpu) / args.writes * 1e6
     print(f"event loop CPU per first-visit write: cocli-fs {res['cocli-fs loop us/write']:.0f} "
           f"us, no-op fs {res['no-op fs loop us/write']:.0f} us")
     print(f"load average after: {os.getloadavg()[0]:.2f}; bar: >= 2,000 durable writes/s")
