@@ -113,11 +113,7 @@ class Views:
         if v is not None and v.complete:
             self._cache.move_to_end(target)
             return v
-        v = self._build(target)
-        self._cache[target] = v
-        if len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
-        return v
+        return self._keep(target, self._build(target))
 
     def field_value(self, target: str, name: str) -> tuple[bool, Any]:
         """(present, merged value) of one field, without merging or rendering the rest (nor
@@ -150,11 +146,8 @@ class Views:
             if base.tags_read or TAGS in base.front:
                 return self.get(target).index
             overlay = self.state.overlay.get(target)
-            v = EntityView(base, merge(base, overlay, tags=False), bool(overlay),
-                           _newest_ns(overlay), complete=False)
-            self._cache[target] = v
-            if len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
+            v = self._keep(target, EntityView(base, merge(base, overlay, tags=False),
+                                              bool(overlay), _newest_ns(overlay), complete=False))
         return v.index
 
     def mtime_ns(self, target: str) -> int:
@@ -173,6 +166,13 @@ class Views:
 
     def generation(self, target: str) -> int:
         return self.gen.get(target, 0)
+
+    def _keep(self, target: str, v: EntityView) -> EntityView:
+        """Cache a view (LRU, ``capacity``), replacing an incomplete one."""
+        self._cache[target] = v
+        if len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return v
 
     def _base(self, target: str, tags: bool = True) -> BaseDoc:
         b = self._bases.get(target)
