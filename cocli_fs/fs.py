@@ -321,9 +321,7 @@ class Operations(pyfuse3.Operations):
         if route in ROUTED:
             data = self._synth(node)
             if data is not None:
-                st = self._entity_stat(parts)
-                mtime_ns = self.views.mtime_ns(target_of(parts))
-                return self._mk(node.ino, st, VIRTUAL_FILE_MODE, len(data), mtime_ns=mtime_ns)
+                return self._view_file_attr(node, len(data))
         try:
             st = os.lstat(self._real(parts))
         except OSError:
@@ -331,6 +329,13 @@ class Operations(pyfuse3.Operations):
         if route is Route.ENTITY:
             self._remember_entity_stat((parts[0], parts[1]), st, time.monotonic())
         return self._from_stat(node.ino, st, route)
+
+    def _view_file_attr(self, node: Node, size: int) -> pyfuse3.EntryAttributes:
+        """A synthesised file of ``size`` bytes: owner and times of its entity folder, modified
+        no earlier than the entity's newest overlay record."""
+        st = self._entity_stat(node.parts)
+        return self._mk(node.ino, st, VIRTUAL_FILE_MODE, size,
+                        mtime_ns=self.views.mtime_ns(target_of(node.parts)))
 
     def _exists(self, node: Node) -> bool:
         try:
@@ -380,11 +385,9 @@ class Operations(pyfuse3.Operations):
             if isinstance(h, BufferHandle) and h.node is node and (h.dirty or h.emptied):
                 h.wrote_last = False  # the kernel now caches this size
                 if h.route is Route.FIELD:
-                    # What _attr_or_blank gives but the size, without rendering the value
-                    # whose size is replaced (``fstat`` right after ``open(O_TRUNC)``).
-                    st = self._entity_stat(node.parts)
-                    return self._mk(node.ino, st, VIRTUAL_FILE_MODE, len(h.buf),
-                                    mtime_ns=self.views.mtime_ns(target_of(node.parts)))
+                    # What _attr gives but the size, without rendering the value whose size
+                    # is replaced (``fstat`` right after ``open(O_TRUNC)``).
+                    return self._view_file_attr(node, len(h.buf))
                 a = self._attr_or_blank(node)
                 a.st_size = len(h.buf)
                 return a
@@ -491,10 +494,10 @@ class Operations(pyfuse3.Operations):
         reply_name = fusepatch.readdir_reply_name
         while start_id < 2:  # "." and "..": never lookups (libfuse: no lookup count for them)
             name, _v, _k, d_ino = names[start_id]
-            node = parent if start_id == 0 else (parent.parent or parent)
             if reply_name is not None:
                 sent = reply_name(token, _b(name), d_ino, stat.S_IFDIR, offset(gen, start_id))
-            else:
+            else:  # the stock API sends attributes with every entry
+                node = parent if start_id == 0 else (parent.parent or parent)
                 sent = pyfuse3.readdir_reply(token, _b(name), self._attr(node),
                                              offset(gen, start_id))
             if not sent:
