@@ -23,9 +23,9 @@ One more hint, for random visits that will read an entity's files: a lookup of i
 parses ``_index.md`` on the event loop (``tags.lst`` only for the field ``tags``). The child
 asks the disk for it at once (``wanted``, ``POSIX_FADV_WILLNEED``); by the time that lookup
 comes (a round trip later, several when concurrent writers queue), the loop's read finds it
-in the page cache instead
-of blocking every other request for a cold read (20,000 entities, 16 writers, first visits:
-2.2–2.4 s → 1.6–1.9 s for 2,000 writes, three runs each, alternating).
+in the page cache instead of blocking every other request for a cold read (20,000 entities,
+16 writers, first visits: 2.2–2.4 s → 1.6–1.9 s for 2,000 writes, three runs each,
+alternating).
 """
 
 from __future__ import annotations
