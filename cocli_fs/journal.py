@@ -20,15 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
+from . import offload
 from . import record as rec
 from .record import Record, RecordError
-
-if TYPE_CHECKING:
-    import outcome  # trio's own dependency; only its type is named here
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +192,6 @@ def _group(records: Iterable[Record]) -> dict[str, list[bytes]]:
 # --- writing our own journal --------------------------------------------------------------------
 
 
-def _refuse_abort(_: object) -> trio.lowlevel.Abort:
-    """``wait_task_rescheduled``'s abort function for a wait that cancellation must not end."""
-    return trio.lowlevel.Abort.FAILED
-
-
 _INLINE_YIELDS = 6  # scheduler passes an inline batch waits for more appenders
 _INLINE_RETRY = 16
 
@@ -282,7 +274,7 @@ class JournalWriter:
         """Wait, not cancellable, until a batch ends that wrote ``ticket`` or that leaves us to
         write the next one (``_unpark``)."""
         self._parked.append((ticket, trio.lowlevel.current_task()))
-        await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+        await trio.lowlevel.wait_task_rescheduled(offload.refuse_abort)
 
     def _unpark(self) -> None:
         """End of a batch: wake the appenders it made durable (or failed), and the first one
@@ -339,17 +331,8 @@ class JournalWriter:
         self._durable = upto
 
     async def _write_in_thread(self, batch: list[Record]) -> None:
-        """``_timed_write`` in a worker thread, waited for without cancellation (see append).
-        What ``trio.to_thread.run_sync`` does under a shield, minus its limiter, context copy
-        and cancel scope: a fifth of the event loop's cost for one journal batch."""
-        task = trio.lowlevel.current_task()
-        token = trio.lowlevel.current_trio_token()
-
-        def deliver(result: outcome.Outcome[None]) -> None:  # in the worker thread
-            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-
-        trio.lowlevel.start_thread_soon(partial(self._timed_write, batch), deliver)
-        await trio.lowlevel.wait_task_rescheduled(_refuse_abort)  # raises what the write raised
+        """``_timed_write`` in a worker thread, waited for without cancellation (see append)."""
+        await offload.in_thread(partial(self._timed_write, batch))  # raises what it raised
 
     def _timed_write(self, batch: list[Record]) -> None:
         t = time.perf_counter()

@@ -247,21 +247,26 @@ class NodeState:
     def base(self, target: str, tags: bool = True) -> BaseDoc:
         """The entity's base document from the store (raises DocumentError if it is broken).
         ``tags=False``: without reading tags.lst (``BaseDoc.tags_read`` is then False)."""
+        return _parse_base(self.base_texts(target, tags), tags)
+
+    def base_texts(self, target: str, tags: bool = True) -> BaseTexts:
+        """The texts of ``_index.md`` and (with ``tags``) ``tags.lst``, None where there is no
+        such file. Only reads: safe in a worker thread (``Operations._load_base``)."""
         d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
-        doc = load_base(_read_text(d + "_index.md"), _read_text(d + "tags.lst") if tags else None)
-        doc.tags_read = tags
-        return doc
+        return _read_text(d + "_index.md"), _read_text(d + "tags.lst") if tags else None
 
     def base_tags(self, target: str) -> list[str] | None:
         """tags.lst's tags (None: no tags.lst), for a base read without them."""
         text = _read_text(f"{self.data.root}/{target}/tags.lst")
         return parse_tags(text) if text is not None else None
 
-    def shown_base(self, target: str, tags: bool = True) -> BaseDoc:
+    def shown_base(self, target: str, tags: bool = True, texts: BaseTexts | None = None
+                   ) -> BaseDoc:
         """The base document to show: a broken one must not hide the overlay, so it counts as
-        empty (the overlay alone is shown) and the log says why."""
+        empty (the overlay alone is shown) and the log says why. ``texts``: already read
+        (``base_texts``)."""
         try:
-            return self.base(target, tags)
+            return _parse_base(texts, tags) if texts is not None else self.base(target, tags)
         except DocumentError as exc:
             log.error("%s/_index.md: %s", target, exc)
             return BaseDoc()
@@ -298,6 +303,16 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+BaseTexts = tuple[str | None, str | None]
+"""An entity's ``_index.md`` and ``tags.lst`` texts as read (None: no such file or not read)."""
+
+
+def _parse_base(texts: BaseTexts, tags: bool) -> BaseDoc:
+    doc = load_base(*texts)
+    doc.tags_read = tags
+    return doc
 
 
 def _read_text(path: Path | str) -> str | None:

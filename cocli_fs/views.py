@@ -126,6 +126,24 @@ class Views:
             return (False, None) if r.tombstone else (True, r.decoded_value())
         return self._base(target, tags=name == TAGS).field(name)
 
+    def reads_store(self, target: str, name: str) -> bool:
+        """Would ``field_value(target, name)`` read the store's files (nothing cached answers
+        it: no view, no parsed base, no overlay record of the field)?"""
+        v = self._cache.get(target)
+        if v is not None and (v.complete or name != TAGS):
+            return False
+        if name in self.state.overlay.get(target):
+            return False
+        b = self._bases.get(target)
+        return b is None or (name == TAGS and not b.tags_read)
+
+    def put_base(self, target: str, base: BaseDoc) -> None:
+        """Keep a base parsed from texts read elsewhere (``Operations._load_base``)."""
+        self._bases[target] = base
+        self._bases.move_to_end(target)
+        if len(self._bases) > self.capacity:
+            self._bases.popitem(last=False)
+
     def field_bytes(self, target: str, name: str) -> bytes | None:
         """``_fields/<name>``'s contents (None: no such field), without building the view
         when there is none yet (a field write's lookups)."""
@@ -182,9 +200,8 @@ class Views:
                 b.tags = self.state.base_tags(target)
                 b.tags_read = True
             return b
-        b = self._bases[target] = self.state.shown_base(target, tags)
-        if len(self._bases) > self.capacity:
-            self._bases.popitem(last=False)
+        b = self.state.shown_base(target, tags)
+        self.put_base(target, b)
         return b
 
     def _build(self, target: str) -> EntityView:

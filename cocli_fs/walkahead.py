@@ -20,12 +20,12 @@ order it has (a new entity).
 
 One more hint, for random visits that will read an entity's files: a lookup of its
 ``_fields/`` (a scraper about to write a field) is followed by a lookup of a field, which
-parses ``_index.md`` on the event loop (``tags.lst`` only for the field ``tags``). The child
-asks the disk for it at once (``wanted``, ``POSIX_FADV_WILLNEED``); by the time that lookup
-comes (a round trip later, several when concurrent writers queue), the loop's read finds it
-in the page cache instead of blocking every other request for a cold read (20,000 entities,
-16 writers, first visits: 2.2–2.4 s → 1.6–1.9 s for 2,000 writes, three runs each,
-alternating).
+reads ``_index.md`` (``tags.lst`` only for the field ``tags``). The child asks the disk for it
+at once (``wanted``, ``POSIX_FADV_WILLNEED``), a round trip before that lookup comes (several
+when concurrent writers queue). Measured when the loop itself did that read (20,000
+entities, 16 writers, first visits: 2.2–2.4 s → 1.6–1.9 s for 2,000 writes, three runs each,
+alternating); the read is now in a worker thread (``Operations._load_base``), which the hint
+still spares the wait for the disk.
 """
 
 from __future__ import annotations
@@ -200,9 +200,10 @@ def _fetch(entity: str) -> None:
     """Have the disk read an entity's ``_index.md`` into the page cache, without waiting for
     the data (``POSIX_FADV_WILLNEED`` queues the reads; only ``open`` may wait, for the
     inode). Not ``tags.lst``: a field's value does not need it, and on a cold disk it would
-    only queue a read before the next entity's."""
+    only queue a read before the next entity's. ``O_NONBLOCK``: a FIFO put in the store under
+    that name must not hang the child."""
     try:
-        fd = os.open(f"{entity}/{INDEX}", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{entity}/{INDEX}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return
     try:

@@ -219,3 +219,35 @@ def test_field_files_follow_their_entity_folder_changed_through_the_mount(tmp_pa
         time.sleep(0.3)
         now = os.stat(tmp_path / "data" / "companies" / slug).st_mtime_ns
         assert now > 10**18 and os.stat(field).st_mtime_ns == now
+
+
+def test_a_store_read_that_waits_does_not_stop_the_mount(m: Mount) -> None:
+    """A field's first lookup reads ``_index.md`` in a worker thread: while that read waits —
+    here on a FIFO put into the store, as a cold read on a slow disk would — every other
+    request is served. (Read on the event loop, the same wait stopped the whole mount.)"""
+    slug = "slow-read-co"
+    ent = m.data / "companies" / slug
+    ent.mkdir()
+    fifo = ent / "_index.md"
+    os.mkfifo(fifo)
+    other = sorted(s for s in os.listdir(m.data / "companies") if s != slug)[0]
+    reader = subprocess.Popen(["cat", str(m.path("companies", slug, "_fields", "name"))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # its lookup now waits in the read of the FIFO
+        assert reader.poll() is None
+        # Requests the kernel cannot answer from its caches: a name never looked up, and a
+        # field of another entity (its base read as well).
+        never = m.path("companies", other, "_fields", f"never-{time.monotonic_ns()}")
+        subprocess.run(["stat", str(never)], capture_output=True, timeout=5)
+        name = subprocess.run(["cat", str(m.path("companies", other, "_fields", "name"))],
+                              capture_output=True, text=True, timeout=5, check=True).stdout
+        assert name.strip() and reader.poll() is None
+    finally:
+        # A writer lets the read go on (also when an assertion above failed).
+        with open(fifo, "w") as f:
+            f.write("---\nname: Slow Read Co\n---\n")
+    out, err = reader.communicate(timeout=10)
+    assert (out, reader.returncode) == ("Slow Read Co\n", 0), err
+    fifo.unlink()
+    (ent / "_index.md").write_text("---\nname: Slow Read Co\n---\n")

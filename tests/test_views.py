@@ -116,3 +116,36 @@ def test_index_of_an_entity_with_tags_in_its_front_matter_reads_them(tmp_path: P
     index = views.index_bytes("companies/acme")
     assert index == Views(state).get("companies/acme").index
     assert views.get("companies/acme").complete
+
+
+def test_reads_store_says_when_a_field_needs_the_files_and_put_base_answers_it(
+    setup: tuple[NodeState, Views, str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a field's first lookup asks before reading the files in a worker thread, and how
+    it hands over what that thread read: afterwards no read happens on the loop."""
+    state, views, target, _ = setup
+    assert views.reads_store(target, "name") and views.reads_store(target, TAGS)
+    texts = state.base_texts(target, tags=False)
+    assert texts[1] is None  # tags.lst not read without tags
+    views.put_base(target, state.shown_base(target, False, texts))
+    assert not views.reads_store(target, "name")
+    assert views.reads_store(target, TAGS)  # the base was read without tags.lst
+
+    def no_reads(*_: object) -> None:
+        raise AssertionError("read the store again")
+
+    monkeypatch.setattr(state, "base", no_reads)
+    full_name = field_text("name", views.field_value(target, "name")[1])
+    assert views.field_bytes(target, "name") == full_name.encode()
+    state.write_fields_sync(target, {"phone_number": "+1-555-0100"})
+    assert not views.reads_store(target, "phone_number")  # the overlay answers
+    other = sample.write_tree(state.data.root, 2)[1]
+    assert views.reads_store(f"companies/{other.slug}", "phone_number")
+
+
+def test_a_broken_base_read_elsewhere_is_shown_as_empty(
+    setup: tuple[NodeState, Views, str, list[str]]
+) -> None:
+    state, views, target, _ = setup
+    views.put_base(target, state.shown_base(target, False, ("---\n: [\n---\n", None)))
+    assert views.field_value(target, "name") == (False, None)
