@@ -38,6 +38,7 @@ def m(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             check=True, capture_output=True, text=True, cwd=ROOT).stdout)
         assert status["pyfuse3_patch"] is (request.param == "patched" and bool(
             getattr(pyfuse3, "COCLI_FS_PATCH", "")))
+        assert status["gil_switch_interval_ms"] == 0.5  # mount.GIL_SWITCH_S
         yield mount
 
 
