@@ -118,8 +118,8 @@ class Views:
     def field_value(self, target: str, name: str) -> tuple[bool, Any]:
         """(present, merged value) of one field, without merging or rendering the rest (nor
         reading tags.lst, unless the field is tags): what a field write needs."""
-        v = self._cache.get(target)
-        if v is not None and (v.complete or name != TAGS):
+        v = self._view_with(target, name)
+        if v is not None:
             return name in v.fields, v.fields.get(name)
         r = self.state.overlay.get(target).get(name)
         if r is not None:
@@ -129,8 +129,7 @@ class Views:
     def reads_store(self, target: str, name: str) -> bool:
         """Would ``field_value(target, name)`` read the store's files (nothing cached answers
         it: no view, no parsed base, no overlay record of the field)?"""
-        v = self._cache.get(target)
-        if v is not None and (v.complete or name != TAGS):
+        if self._view_with(target, name) is not None:
             return False
         if name in self.state.overlay.get(target):
             return False
@@ -139,16 +138,13 @@ class Views:
 
     def put_base(self, target: str, base: BaseDoc) -> None:
         """Keep a base parsed from texts read elsewhere (``Operations._load_base``)."""
-        self._bases[target] = base
-        self._bases.move_to_end(target)
-        if len(self._bases) > self.capacity:
-            self._bases.popitem(last=False)
+        _lru_put(self._bases, target, base, self.capacity)
 
     def field_bytes(self, target: str, name: str) -> bytes | None:
         """``_fields/<name>``'s contents (None: no such field), without building the view
         when there is none yet (a field write's lookups)."""
-        v = self._cache.get(target)
-        if v is not None and (v.complete or name != TAGS):
+        v = self._view_with(target, name)
+        if v is not None:
             return v.field_bytes(name)
         present, value = self.field_value(target, name)
         return field_text(name, value).encode("utf-8") if present else None
@@ -187,10 +183,14 @@ class Views:
 
     def _keep(self, target: str, v: EntityView) -> EntityView:
         """Cache a view (LRU, ``capacity``), replacing an incomplete one."""
-        self._cache[target] = v
-        if len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
+        _lru_put(self._cache, target, v, self.capacity)
         return v
+
+    def _view_with(self, target: str, name: str) -> EntityView | None:
+        """The cached view, if it can answer for field ``name`` (an incomplete one lacks
+        tags.lst's tags)."""
+        v = self._cache.get(target)
+        return v if v is not None and (v.complete or name != TAGS) else None
 
     def _base(self, target: str, tags: bool = True) -> BaseDoc:
         b = self._bases.get(target)
@@ -208,6 +208,15 @@ class Views:
         overlay = self.state.overlay.get(target)
         base = self._base(target)
         return EntityView(base, merge(base, overlay), bool(overlay), _newest_ns(overlay))
+
+
+def _lru_put(cache: OrderedDict[str, Any], key: str, value: Any, capacity: int) -> None:
+    """Put ``key`` as the most recently used entry; drop the least recently used beyond
+    ``capacity``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    if len(cache) > capacity:
+        cache.popitem(last=False)
 
 
 def _newest_ns(overlay: Mapping[str, Record]) -> int:
