@@ -939,7 +939,7 @@ class Operations(pyfuse3.Operations):
                     self.inval.spare_written(node, data)
             # Local records do not wake the invalidation task (Invalidator.on_records): this
             # does their kernel calls, or has the task do them, before close() returns.
-            await self.inval.wait()
+            await self.inval.wait(target)
         except UnicodeDecodeError:
             raise refuse(errno.EINVAL, f"write to {_rel(parts)}", "not UTF-8 text") from None
         except (DocumentError, RecordError) as exc:

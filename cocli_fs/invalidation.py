@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from functools import partial
 from typing import Any
 
 import pyfuse3
 import trio
 
 from . import document as doc
+from . import offload
 from . import record as rec
 from .inodes import InodeTable, Node
 from .journal import journal_name
@@ -51,6 +53,10 @@ class Invalidator:
         self._send, self._recv = trio.open_memory_channel[None](1)
         self._cond = trio.Condition()
         self._waiting = 0  # writers in wait() for the task (it notifies only when there are)
+        # Entities with calls in ``_calls`` (collected, not sent), and those whose calls the
+        # task is sending: a writer of one of those waits for the task.
+        self._queued: set[str] = set()
+        self._in_flight: set[str] = set()
 
     def on_records(self, targets: set[str], records: list[Any], local: bool) -> None:
         """``NodeState`` listener: records changed these entities' overlay. Local records (the
@@ -115,7 +121,10 @@ class Invalidator:
         spared, self._spared = self._spared, set()
         calls = self._calls  # (inode, None) or (parent inode, name)
         for t, fields in targets.items():
+            n = len(calls)
             self._target(t, fields, calls, gone, spared)
+            if len(calls) > n:
+                self._queued.add(t)
         for p in paths:
             self._path(p, calls)
 
@@ -125,28 +134,48 @@ class Invalidator:
             asked = self._asked
             self._collect()
             calls, self._calls = list(dict.fromkeys(self._calls)), []  # each call once
+            self._in_flight, self._queued = self._queued, set()
             if calls:
                 # In a thread: the kernel may wait for a page lock held by a writer that
                 # waits for our reply to its WRITE, so the event loop must keep serving.
                 self._busy = True
                 try:
-                    await trio.to_thread.run_sync(kernel_invalidate, calls)
+                    await offload.in_thread(partial(kernel_invalidate, calls))
                 finally:
                     self._busy = False
+            self._in_flight = set()
             self._done = max(self._done, asked)
             if self._waiting:
                 async with self._cond:
                     self._cond.notify_all()
 
-    async def wait(self) -> None:
+    async def wait(self, target: str | None = None) -> None:
         """Let the invalidation task catch up, so a ``cat`` right after our ``close()`` sees
         the change (bounded: a stuck kernel call must not hang the writer). When what changed
         needs no kernel call (the usual field write: the kernel holds nothing stale), this
-        returns at once instead of waiting for the task."""
+        returns at once instead of waiting for the task.
+
+        ``target``: the entity the caller changed, with no checkpoint since its records were
+        applied (so its change is not collected yet). When other entities' calls are queued
+        or being sent (a few writes of a busy mount change files the kernel caches), the
+        caller need not wait for them if its own change needs no call. Without this the other
+        writers queued behind each round: 300,000 entities, 16 writers, 5 % of the writes
+        needing a call, the field writes waited 2 ms each on average."""
         want = self._asked
         if self._done >= want:
             return
-        if not self._busy:
+        if target is not None and target not in self._queued and target not in self._in_flight:
+            # Nothing of this entity waits in ``_calls`` or is being sent, so the caller's
+            # change is still pending here. If taking it (and whatever else is pending) adds
+            # no call, the kernel holds nothing it made stale: other entities' calls, queued
+            # or in flight, are no reason to wait.
+            queued = len(self._calls)
+            self._collect()
+            if len(self._calls) == queued:
+                if not self._busy and not queued:
+                    self._done = want  # everything asked so far needed no kernel call
+                return
+        elif not self._busy:
             self._collect()
             if not self._calls:
                 self._done = want  # everything asked so far needed no kernel call

@@ -142,3 +142,63 @@ def test_local_records_are_sent_by_the_writers_wait_and_others_by_the_task(
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_a_writer_whose_change_needs_no_call_does_not_queue_behind_another_entitys_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the task sends one entity's calls (here held in the kernel), a write to an entity
+    the kernel holds nothing of returns at once; a second write to the entity whose calls are
+    in flight waits for them."""
+    import threading
+
+    import trio
+    import trio.testing
+
+    from cocli_fs import invalidation
+
+    held = threading.Event()
+    release = threading.Event()
+    sent: list[Calls] = []
+
+    def slow_kernel(calls: Calls) -> None:
+        held.set()
+        release.wait(10)
+        sent.append(calls)
+
+    monkeypatch.setattr(invalidation, "kernel_invalidate", slow_kernel)
+    inv, table, _, n = _setup(tmp_path)
+    table.child(table.known(("companies",)) or table.root, "beta")  # known, nothing cached
+    acme, beta = "companies/acme", "companies/beta"
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(inv.run)
+            await trio.testing.wait_all_tasks_blocked()
+            first_done = trio.Event()
+
+            async def first_writer() -> None:
+                inv.on_records({acme}, [_record("email")], True)
+                await inv.wait(acme)
+                first_done.set()
+
+            nursery.start_soon(first_writer)
+            with trio.fail_after(5):
+                while not held.is_set():
+                    await trio.sleep(0.005)  # the acme round is in the kernel now
+            inv.on_records({beta}, [_record("email", target=beta)], True)
+            with trio.fail_after(1):
+                await inv.wait(beta)  # nothing of beta is cached: no wait for acme's round
+            assert not first_done.is_set() and sent == []
+            inv.on_records({acme}, [_record("phone")], True)
+            with trio.move_on_after(0.3) as waited:
+                await inv.wait(acme)  # acme's calls are in flight: this one waits
+            assert waited.cancelled_caught
+            release.set()
+            with trio.fail_after(5):
+                await first_done.wait()
+                await inv.wait(acme)  # the next round sends the phone change's calls
+            assert (n["phone"].ino, None) in [c for calls in sent for c in calls]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
