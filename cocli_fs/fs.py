@@ -389,8 +389,8 @@ class Operations(pyfuse3.Operations):
         gen = self.views.generation(target)
         try:
             texts = await offload.in_thread(partial(self.state.base_texts, target, tags))
-        except OSError:
-            return
+        except (OSError, DocumentError):
+            return  # the caller's read on the loop shows a broken base as empty
         if self.views.generation(target) == gen:
             self.views.put_base(target, self.state.shown_base(target, tags, texts))
 

@@ -253,11 +253,13 @@ class NodeState:
         """The texts of ``_index.md`` and (with ``tags``) ``tags.lst``, None where there is no
         such file. Only reads: safe in a worker thread (``Operations._load_base``)."""
         d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
-        return _read_text(d + "_index.md"), _read_text(d + "tags.lst") if tags else None
+        index = _read_text(d + "_index.md")
+        return index, _tags_text(target, lambda: _read_text(d + "tags.lst")) if tags else None
 
     def base_tags(self, target: str) -> list[str] | None:
-        """tags.lst's tags (None: no tags.lst), for a base read without them."""
-        text = _read_text(f"{self.data.root}/{target}/tags.lst")
+        """tags.lst's tags (None: no tags.lst, or one that is not text), for a base read
+        without them."""
+        text = _tags_text(target, lambda: _read_text(f"{self.data.root}/{target}/tags.lst"))
         return parse_tags(text) if text is not None else None
 
     def shown_base(self, target: str, tags: bool = True, texts: BaseTexts | None = None
@@ -331,7 +333,28 @@ def _read_text(path: Path | str) -> str | None:
             data = b"".join(chunks)
     finally:
         os.close(fd)
-    text = data.decode("utf-8")
+    return _text(data)
+
+
+def _tags_text(target: str, read: Callable[[], str | None]) -> str | None:
+    """tags.lst's text; one that is not UTF-8 counts as none (the log says why), so it does
+    not hide the fields of ``_index.md``."""
+    try:
+        return read()
+    except DocumentError as exc:
+        log.error("%s/tags.lst: %s", target, exc)
+        return None
+
+
+def _text(data: bytes | None) -> str | None:
+    """A file's bytes as ``open(path).read()`` gives them: UTF-8, universal newlines."""
+    if data is None:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A broken base, as invalid YAML is (shown_base): never an error out of a request.
+        raise DocumentError(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text

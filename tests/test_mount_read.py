@@ -252,3 +252,32 @@ def test_a_store_read_that_waits_does_not_stop_the_mount(m: Mount) -> None:
     assert (out, reader.returncode) == ("Slow Read Co\n", 0), err
     fifo.unlink()
     (ent / "_index.md").write_text("---\nname: Slow Read Co\n---\n")
+
+
+def test_base_files_that_are_not_utf8_are_a_broken_base_not_a_dead_mount(m: Mount) -> None:
+    """A scraper may write another encoding straight into the store. An ``_index.md`` that is
+    not UTF-8 makes the base count as empty, as invalid YAML does: its fields are not shown, a
+    field written through the mount is, the file itself is served as it is. A ``tags.lst``
+    that is not UTF-8 counts as none and hides nothing else. The log says why; the mount
+    serves on."""
+    latin, tagged = "latin-one-co", "latin-tags-co"
+    raw = b"---\nname: Caf\xe9 Latin\n---\n"
+    for slug, index in ((latin, raw), (tagged, b"---\nname: Tagged\n---\n")):
+        ent = m.data / "companies" / slug
+        ent.mkdir()
+        (ent / "_index.md").write_bytes(index)
+        (ent / "tags.lst").write_bytes(b"caf\xe9\n")
+    fields = m.path("companies", latin, "_fields")
+    r = subprocess.run(["cat", str(fields / "name")], capture_output=True, text=True, timeout=5)
+    assert r.returncode == 1 and "No such file" in r.stderr
+    assert os.listdir(fields) == []
+    assert m.path("companies", latin, "_index.md").read_bytes() == raw
+    (fields / "email").write_text("cafe@example.org\n")
+    assert (fields / "email").read_text() == "cafe@example.org\n"
+    assert os.listdir(fields) == ["email"]
+    assert sorted(os.listdir(m.path("companies", tagged, "_fields"))) == ["name"]
+    assert m.path("companies", tagged, "_fields", "name").read_text() == "Tagged\n"
+    assert all(m.path("companies", s).is_dir() for s in (latin, tagged))
+    log = m.log.read_text(errors="replace")
+    assert f"companies/{latin}/_index.md: not UTF-8 text" in log
+    assert f"companies/{tagged}/tags.lst: not UTF-8 text" in log
