@@ -39,3 +39,11 @@ def set_poll_spin(microseconds: float) -> bool:
         return False
     pyfuse3.set_poll_spin(microseconds)  # type: ignore[attr-defined]
     return True
+
+
+def set_wakeup_hook(queue: object | None, drain: Callable[[], bool] | None) -> bool:
+    """Between requests, while ``queue`` is not empty, call ``drain`` (patch change 6)."""
+    if not PATCH or not hasattr(pyfuse3, "set_wakeup_hook"):
+        return False
+    pyfuse3.set_wakeup_hook(queue, drain)
+    return True

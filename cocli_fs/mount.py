@@ -28,7 +28,7 @@ import pyfuse3
 import trio
 
 from . import config as config_mod
-from . import fusepatch
+from . import fusepatch, offload
 from .control import ControlServer
 from .fs import Operations
 from .routing import Router
@@ -129,6 +129,8 @@ async def serve(
     if not fusepatch.set_poll_spin(cfg.mount.poll_spin_us):
         log.warning("stock pyfuse3 API: every request waits on the event loop (run "
                     "scripts/build-pyfuse3 for the patched build, docs/mount.md)")
+    completions = offload.use_completions()
+    fusepatch.set_wakeup_hook(completions.done, completions.drain)
     unmounted = False
     switch = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_S)
@@ -165,6 +167,7 @@ async def serve(
                 ready()
     finally:
         sys.setswitchinterval(switch)
+        fusepatch.set_wakeup_hook(None, None)
         ops.shutdown()
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=not unmounted)

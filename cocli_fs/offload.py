@@ -13,13 +13,51 @@ that carry sequence numbers) or that is short and harmless to finish (a file rea
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import outcome
 import trio
 
 T = TypeVar("T")
+
+
+class Completions:
+    """Thread calls that ended, whose tasks the event loop has yet to make runnable.
+
+    ``run_sync_soon`` alone reaches the waiting task only after a byte on trio's wake-up
+    socket, the loop's next yield and trio's entry-queue task: ~3 ms per hop under load
+    (300,000 entities, 16 writers). The patched pyfuse3 receive loop checks ``done`` after
+    every request instead (``fusepatch.set_wakeup_hook``) and calls ``drain``; the
+    ``run_sync_soon`` stays for when the loop is idle."""
+
+    def __init__(self) -> None:
+        self.done: deque[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]] = deque()
+
+    def drain(self) -> bool:
+        """Make the tasks of ended calls runnable (in the trio thread). True if there were."""
+        done = self.done
+        if not done:
+            return False
+        reschedule = trio.lowlevel.reschedule
+        while True:
+            try:
+                task, result = done.popleft()
+            except IndexError:  # emptied (here or by the run_sync_soon call of another)
+                return True
+            reschedule(task, result)
+
+
+_COMPLETIONS: trio.lowlevel.RunVar[Completions | None] = trio.lowlevel.RunVar(
+    "completions", default=None)
+
+
+def use_completions() -> Completions:
+    """Have ``in_thread`` in this trio run hand results over through one ``Completions``."""
+    completions = Completions()
+    _COMPLETIONS.set(completions)
+    return completions
 
 
 def refuse_abort(_: object) -> trio.lowlevel.Abort:
@@ -31,9 +69,17 @@ async def in_thread(fn: Callable[[], T]) -> T:
     """``fn()`` in a worker thread; returns what it returned or raises what it raised."""
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
+    completions = _COMPLETIONS.get()
+    if completions is None:
 
-    def deliver(result: outcome.Outcome[T]) -> None:  # in the worker thread
-        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+        def deliver(result: outcome.Outcome[T]) -> None:  # in the worker thread
+            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+    else:
+        done, drain = completions.done, completions.drain
+
+        def deliver(result: outcome.Outcome[T]) -> None:  # in the worker thread
+            done.append((task, result))
+            token.run_sync_soon(drain)  # an idle loop checks nothing between requests
 
     trio.lowlevel.start_thread_soon(fn, deliver)
     result: T = await trio.lowlevel.wait_task_rescheduled(refuse_abort)
