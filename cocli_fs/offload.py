@@ -44,7 +44,7 @@ class Completions:
         while True:
             try:
                 task, result = done.popleft()
-            except IndexError:  # emptied (here or by the run_sync_soon call of another)
+            except IndexError:  # emptied
                 return True
             reschedule(task, result)
 

@@ -254,12 +254,12 @@ class NodeState:
         such file. Only reads: safe in a worker thread (``Operations._load_base``)."""
         d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
         index = _read_text(d + "_index.md")
-        return index, _tags_text(target, lambda: _read_text(d + "tags.lst")) if tags else None
+        return index, _read_tags_text(target, d + "tags.lst") if tags else None
 
     def base_tags(self, target: str) -> list[str] | None:
         """tags.lst's tags (None: no tags.lst, or one that is not text), for a base read
         without them."""
-        text = _tags_text(target, lambda: _read_text(f"{self.data.root}/{target}/tags.lst"))
+        text = _read_tags_text(target, f"{self.data.root}/{target}/tags.lst")
         return parse_tags(text) if text is not None else None
 
     def shown_base(self, target: str, tags: bool = True, texts: BaseTexts | None = None
@@ -319,7 +319,8 @@ def _parse_base(texts: BaseTexts, tags: bool) -> BaseDoc:
 
 def _read_text(path: Path | str) -> str | None:
     """A small file as text with universal newlines, as ``open(path).read()`` gives it, at a
-    fifth of the cost (no buffered text stream; each cold entity reads two of these)."""
+    fifth of the cost (no buffered text stream; each cold entity reads two of these).
+    DocumentError when it is not UTF-8."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
@@ -333,23 +334,6 @@ def _read_text(path: Path | str) -> str | None:
             data = b"".join(chunks)
     finally:
         os.close(fd)
-    return _text(data)
-
-
-def _tags_text(target: str, read: Callable[[], str | None]) -> str | None:
-    """tags.lst's text; one that is not UTF-8 counts as none (the log says why), so it does
-    not hide the fields of ``_index.md``."""
-    try:
-        return read()
-    except DocumentError as exc:
-        log.error("%s/tags.lst: %s", target, exc)
-        return None
-
-
-def _text(data: bytes | None) -> str | None:
-    """A file's bytes as ``open(path).read()`` gives them: UTF-8, universal newlines."""
-    if data is None:
-        return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -358,3 +342,13 @@ def _text(data: bytes | None) -> str | None:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
+
+
+def _read_tags_text(target: str, path: str) -> str | None:
+    """tags.lst's text; one that is not UTF-8 counts as none (the log says why), so it does
+    not hide the fields of ``_index.md``."""
+    try:
+        return _read_text(path)
+    except DocumentError as exc:
+        log.error("%s/tags.lst: %s", target, exc)
+        return None
