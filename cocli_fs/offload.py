@@ -27,10 +27,10 @@ class Completions:
     """Thread calls that ended, whose tasks the event loop has yet to make runnable.
 
     ``run_sync_soon`` alone reaches the waiting task only after a byte on trio's wake-up
-    socket, the loop's next yield and trio's entry-queue task: ~3 ms per hop under load
-    (300,000 entities, 16 writers). The patched pyfuse3 receive loop checks ``done`` after
-    every request instead (``fusepatch.set_wakeup_hook``) and calls ``drain``; the
-    ``run_sync_soon`` stays for when the loop is idle."""
+    socket, the busy loop's next yield and trio's entry-queue task. The patched pyfuse3
+    receive loop checks ``done`` after every request instead (``fusepatch.set_wakeup_hook``)
+    and calls ``drain``; the ``run_sync_soon`` stays for when the loop is idle. Measured:
+    more writes/s and less loop CPU per write (``docs/benchmarks.md``, session 8)."""
 
     def __init__(self) -> None:
         self.done: deque[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]] = deque()

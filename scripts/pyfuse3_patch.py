@@ -32,9 +32,9 @@ Six changes, each small and each a candidate for upstream; cocli-fs detects them
 6. Thread results between requests (``set_wakeup_hook``). A worker thread hands its result
    to trio with ``run_sync_soon``: a byte on trio's wake-up socket, seen only when the busy
    receive loop yields (once a millisecond), then trio's entry-queue task, then the waiting
-   task: about 3 ms per hop measured (300,000 entities, 16 writers), for every journal batch
-   and every first base read. With the hook the loop checks a queue after each request and,
-   when a result is there, makes its task runnable and yields at once.
+   task. With the hook the loop checks a queue after each request and, when a result is
+   there, makes its task runnable and yields at once (more writes/s and less loop CPU per
+   write, measured; docs/benchmarks.md, session 8).
 
 Each edit names the text it expects and fails loudly when that text is not found exactly once,
 so a new pyfuse3 release cannot be half patched.
