@@ -129,7 +129,7 @@ async def serve(
     if not fusepatch.set_poll_spin(cfg.mount.poll_spin_us):
         log.warning("stock pyfuse3 API: every request waits on the event loop (run "
                     "scripts/build-pyfuse3 for the patched build, docs/mount.md)")
-    completions = offload.use_completions()
+    completions = offload.completions()
     fusepatch.set_wakeup_hook(completions.done, completions.drain)
     unmounted = False
     switch = sys.getswitchinterval()

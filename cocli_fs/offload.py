@@ -53,11 +53,13 @@ _COMPLETIONS: trio.lowlevel.RunVar[Completions | None] = trio.lowlevel.RunVar(
     "completions", default=None)
 
 
-def use_completions() -> Completions:
-    """Have ``in_thread`` in this trio run hand results over through one ``Completions``."""
-    completions = Completions()
-    _COMPLETIONS.set(completions)
-    return completions
+def completions() -> Completions:
+    """The ``Completions`` through which ``in_thread`` hands results over in this trio run."""
+    c = _COMPLETIONS.get()
+    if c is None:
+        c = Completions()
+        _COMPLETIONS.set(c)
+    return c
 
 
 def refuse_abort(_: object) -> trio.lowlevel.Abort:
@@ -69,17 +71,12 @@ async def in_thread(fn: Callable[[], T]) -> T:
     """``fn()`` in a worker thread; returns what it returned or raises what it raised."""
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
-    completions = _COMPLETIONS.get()
-    if completions is None:
+    c = completions()
+    done, drain = c.done, c.drain
 
-        def deliver(result: outcome.Outcome[T]) -> None:  # in the worker thread
-            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-    else:
-        done, drain = completions.done, completions.drain
-
-        def deliver(result: outcome.Outcome[T]) -> None:  # in the worker thread
-            done.append((task, result))
-            token.run_sync_soon(drain)  # an idle loop checks nothing between requests
+    def deliver(result: outcome.Outcome[T]) -> None:  # in the worker thread
+        done.append((task, result))
+        token.run_sync_soon(drain)  # an idle loop checks nothing between requests
 
     trio.lowlevel.start_thread_soon(fn, deliver)
     result: T = await trio.lowlevel.wait_task_rescheduled(refuse_abort)

@@ -17,11 +17,8 @@ def _fail() -> None:
     raise OSError(5, "disk on fire")
 
 
-@pytest.mark.parametrize("queued", [False, True])
-def test_results_and_errors_come_back_from_the_thread(queued: bool) -> None:
+def test_results_and_errors_come_back_from_the_thread() -> None:
     async def main() -> None:
-        if queued:
-            offload.use_completions()
         main_thread = threading.get_ident()
         assert await offload.in_thread(threading.get_ident) != main_thread
         with pytest.raises(OSError, match="disk on fire"):
@@ -45,7 +42,7 @@ def test_a_drain_between_requests_wakes_the_task_before_trios_own_wakeup() -> No
     as its call has ended; the ``run_sync_soon`` that follows finds nothing left to do."""
 
     async def main() -> None:
-        completions = offload.use_completions()
+        completions = offload.completions()
         assert completions.drain() is False
         ended = threading.Event()
         release = threading.Event()
