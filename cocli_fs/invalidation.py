@@ -164,21 +164,19 @@ class Invalidator:
         want = self._asked
         if self._done >= want:
             return
-        if target is not None and target not in self._queued and target not in self._in_flight:
-            # Nothing of this entity waits in ``_calls`` or is being sent, so the caller's
-            # change is still pending here. If taking it (and whatever else is pending) adds
-            # no call, the kernel holds nothing it made stale: other entities' calls, queued
-            # or in flight, are no reason to wait.
+        # Nothing of the caller's entity waits in ``_calls`` or is being sent: its change is
+        # still pending here. If taking it (and whatever else is pending) adds no call, the
+        # kernel holds nothing it made stale: other entities' calls, queued or in flight, are
+        # no reason to wait.
+        alone = (target is not None and target not in self._queued
+                 and target not in self._in_flight)
+        if alone or not self._busy:
             queued = len(self._calls)
             self._collect()
-            if len(self._calls) == queued:
-                if not self._busy and not queued:
-                    self._done = want  # everything asked so far needed no kernel call
-                return
-        elif not self._busy:
-            self._collect()
-            if not self._calls:
+            if not self._busy and not self._calls:
                 self._done = want  # everything asked so far needed no kernel call
+                return
+            if alone and len(self._calls) == queued:
                 return
         self._wake_task()  # for local records nothing has woken it yet
         self._waiting += 1
