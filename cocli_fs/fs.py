@@ -23,7 +23,6 @@ import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -388,7 +387,8 @@ class Operations(pyfuse3.Operations):
         read failed, the caller's own read runs as before."""
         gen = self.views.generation(target)
         try:
-            texts = await offload.in_thread(partial(self.state.base_texts, target, tags))
+            files = await offload.read_files(self.state.base_paths(target, tags))
+            texts = self.state.base_texts_of(target, files)
         except (OSError, DocumentError):
             return  # the caller's read on the loop shows a broken base as empty
         if self.views.generation(target) == gen:

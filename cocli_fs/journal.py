@@ -150,9 +150,16 @@ class _FileSet:
             fd = self._fds[name] = _open_for_append(self.wal_dir / name)
         return fd
 
-    def write(self, by_name: dict[str, list[bytes]], sync: bool) -> None:
+    def opened(self, names: Iterable[str]) -> bool:
+        """Each of these files has its descriptor open already (``fd`` would not open one)."""
+        return all(n in self._fds for n in names)
+
+    def write(self, by_name: dict[str, list[bytes]], sync: bool) -> list[int]:
+        """Append each file's chunks; returns the descriptors written."""
+        fds = []
         for name, chunks in by_name.items():
             fd = self.fd(name)
+            fds.append(fd)
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             n = os.write(fd, data)
             if n < len(data):  # a short write (rare: disk full, signal): write the rest
@@ -161,6 +168,7 @@ class _FileSet:
                     view = view[os.write(fd, view):]
             if sync:
                 os.fdatasync(fd)
+        return fds
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -256,7 +264,7 @@ class JournalWriter:
         # some batch will write them. Letting a cancelled appender walk away would leave them
         # unwritten until the next append (a gap in our sequence that peers would ask for) or
         # written but never applied. So every wait below ignores cancellation (_park,
-        # _write_in_thread, the inline path's yields), which is cheaper than entering a
+        # _write_off_loop, the inline path's yields), which is cheaper than entering a
         # shielded CancelScope for every append.
         while self._durable < ticket:
             if self._busy:
@@ -320,7 +328,7 @@ class JournalWriter:
             if inline:
                 self._timed_write(batch)
             else:
-                await self._write_in_thread(batch)
+                await self._write_off_loop(batch)
         except OSError as exc:
             # Every appender in this batch gets the error; none of them was acknowledged.
             for t in range(self._durable + 1, upto + 1):
@@ -330,9 +338,22 @@ class JournalWriter:
             raise
         self._durable = upto
 
-    async def _write_in_thread(self, batch: list[Record]) -> None:
-        """``_timed_write`` in a worker thread, waited for without cancellation (see append)."""
-        await offload.in_thread(partial(self._timed_write, batch))  # raises what it raised
+    async def _write_off_loop(self, batch: list[Record]) -> None:
+        """Write and fsync a batch without stopping the event loop, waited for without
+        cancellation (see append). With the mount's helper process the loop appends to the page
+        cache (microseconds) and the helper syncs (``offload.fdatasync``): no thread of ours
+        waits for the GIL (300,000 entities, 16 writers: a batch took ~3.5 ms in a thread, for
+        a ~0.2 ms sync). Without, or when a file is still to be opened (that may sync its
+        folder), all of it runs in a worker thread."""
+        by_name = _group(batch)
+        if not offload.helper_running() or not self._files.opened(by_name):
+            await offload.in_thread(partial(self._timed_write, batch))  # raises what it raised
+            return
+        t = time.perf_counter()
+        for fd in self._files.write(by_name, sync=False):
+            await offload.fdatasync(fd)
+        self.batches += 1
+        self._last_sync = time.perf_counter() - t
 
     def _timed_write(self, batch: list[Record]) -> None:
         t = time.perf_counter()

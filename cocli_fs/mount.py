@@ -122,6 +122,11 @@ async def serve(
         info["refused_writes"] = ops.refused
         info["pyfuse3_patch"] = bool(fusepatch.PATCH)
         info["gil_switch_interval_ms"] = round(sys.getswitchinterval() * 1000, 3)
+        helper = offload.completions().helper
+        info["helper_process"] = {
+            "running": helper is not None and helper.alive,
+            "restarts": helper.restarts if helper is not None else 0,
+        }
         return info
 
     control.register("status", status)
@@ -130,7 +135,8 @@ async def serve(
         log.warning("stock pyfuse3 API: every request waits on the event loop (run "
                     "scripts/build-pyfuse3 for the patched build, docs/mount.md)")
     completions = offload.completions()
-    fusepatch.set_wakeup_hook(completions.done, completions.drain)
+    fusepatch.set_wakeup_hook(completions, completions.drain)
+    await completions.start_helper()
     unmounted = False
     switch = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_S)

@@ -13,40 +13,98 @@ that carry sequence numbers) or that is short and harmless to finish (a file rea
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import outcome
 import trio
 
+from .helper import Helper, HelperLost, TooLarge
+
 T = TypeVar("T")
 
 
 class Completions:
-    """Thread calls that ended, whose tasks the event loop has yet to make runnable.
+    """Calls that ended, whose tasks the event loop has yet to make runnable.
 
     ``run_sync_soon`` alone reaches the waiting task only after a byte on trio's wake-up
     socket, the busy loop's next yield and trio's entry-queue task. The patched pyfuse3
-    receive loop checks ``done`` after every request instead (``fusepatch.set_wakeup_hook``)
-    and calls ``drain``; the ``run_sync_soon`` stays for when the loop is idle. Measured:
-    more writes/s and less loop CPU per write (``docs/benchmarks.md``, session 8)."""
+    receive loop checks this object's truth after every request instead
+    (``fusepatch.set_wakeup_hook``) and calls ``drain``; the ``run_sync_soon`` stays for when
+    the loop is idle. Measured: more writes/s and less loop CPU per write
+    (``docs/benchmarks.md``, session 8).
+
+    It also holds the run's helper process (``helper``), whose replies the same checks find:
+    the truth test reads the helper's reply counter, and a system task wakes an idle loop
+    when the helper's socket becomes readable."""
 
     def __init__(self) -> None:
         self.done: deque[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]] = deque()
+        self.helper: Helper | None = None
+
+    def __bool__(self) -> bool:
+        """Something to drain (asked after every request: keep it cheap)."""
+        if self.done:
+            return True
+        helper = self.helper
+        return helper is not None and helper.ready()
 
     def drain(self) -> bool:
         """Make the tasks of ended calls runnable (in the trio thread). True if there were."""
+        helper = self.helper
+        woke = helper is not None and bool(helper.pending) and self._wake(helper)
         done = self.done
-        if not done:
-            return False
-        reschedule = trio.lowlevel.reschedule
-        while True:
+        while done:
             try:
-                task, result = done.popleft()
+                task, res = done.popleft()
             except IndexError:  # emptied
-                return True
-            reschedule(task, result)
+                break
+            woke = True
+            trio.lowlevel.reschedule(task, res)
+        return woke
+
+    @staticmethod
+    def _wake(helper: Helper) -> bool:
+        """Make the tasks of the helper's replies runnable. True if there were."""
+        woke = False
+        for task, result in helper.collect():
+            woke = True
+            assert isinstance(task, trio.lowlevel.Task)
+            trio.lowlevel.reschedule(task, outcome.Error(result)
+                                     if isinstance(result, BaseException)
+                                     else outcome.Value(result))
+        return woke
+
+    async def start_helper(self) -> None:
+        """Start the helper process for this run (the mount does; other runs use threads),
+        and a system task that drains when the helper replies to an idle loop. The helper
+        is stopped when the run ends."""
+        if self.helper is not None or os.environ.get("COCLI_FS_NO_HELPER") == "1":
+            return
+        helper = Helper()
+        if not helper.start():
+            return
+        self.helper = helper
+        trio.lowlevel.spawn_system_task(self._serve_helper, helper, name="offload.helper")
+
+    async def _serve_helper(self, helper: Helper) -> None:
+        try:
+            while True:
+                if helper.alive:
+                    await trio.lowlevel.wait_readable(helper.fileno())
+                    self._wake(helper)  # also with nothing pending: it may have ended
+                    continue
+                # Lost (collect saw it end; its callers redo their calls in threads).
+                helper.stop()
+                await trio.sleep(helper.restart_wait())
+                helper.restart()  # on failure, tried again a minute later
+        finally:
+            self.helper = None
+            helper.stop()
 
 
 _COMPLETIONS: trio.lowlevel.RunVar[Completions | None] = trio.lowlevel.RunVar(
@@ -81,3 +139,57 @@ async def in_thread(fn: Callable[[], T]) -> T:
     trio.lowlevel.start_thread_soon(fn, deliver)
     result: T = await trio.lowlevel.wait_task_rescheduled(refuse_abort)
     return result
+
+
+def helper_running() -> bool:
+    """This run has a helper process (``fdatasync`` and ``read_files`` need no thread)."""
+    helper = completions().helper
+    return helper is not None and helper.alive
+
+
+async def _via_helper(submit: Callable[[object], None]) -> Any:
+    """Send one call to the helper and wait for its reply; HelperLost when there is no
+    helper or it could not take the call."""
+    helper = completions().helper
+    if helper is None or not helper.alive:
+        raise HelperLost()
+    try:
+        submit(trio.lowlevel.current_task())
+    except OSError:
+        raise HelperLost() from None  # its queue is full, or it is gone
+    return await trio.lowlevel.wait_task_rescheduled(refuse_abort)
+
+
+async def fdatasync(fd: int) -> None:
+    """``os.fdatasync(fd)`` without stopping the event loop: in the helper process when the
+    run has one (``helper``), else in a worker thread. Not cancellable, as ``in_thread``."""
+    helper = completions().helper
+    if helper is not None:
+        with contextlib.suppress(HelperLost):
+            await _via_helper(partial(helper.submit_sync, fd))
+            return
+    await in_thread(partial(os.fdatasync, fd))
+
+
+async def read_files(paths: list[str]) -> list[bytes | None]:
+    """The contents of small files (None where a path names no file), read without stopping
+    the event loop: in the helper process or a worker thread. Raises OSError."""
+    helper = completions().helper
+    if helper is not None:
+        try:
+            files: list[bytes | None] = await _via_helper(partial(helper.submit_read, paths))
+            return files
+        except (HelperLost, TooLarge):
+            pass
+    return await in_thread(partial(_read_files, paths))
+
+
+def _read_files(paths: list[str]) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                out.append(f.read())
+        except (FileNotFoundError, NotADirectoryError):
+            out.append(None)
+    return out

@@ -256,6 +256,18 @@ class NodeState:
         index = _read_text(d + "_index.md")
         return index, _read_tags_text(target, d + "tags.lst") if tags else None
 
+    def base_paths(self, target: str, tags: bool = True) -> list[str]:
+        """The files ``base_texts`` reads, for a caller that reads them elsewhere
+        (``offload.read_files``) and hands the bytes to ``base_texts_of``."""
+        d = f"{self.data.root}/{target}/"
+        return [d + "_index.md", d + "tags.lst"] if tags else [d + "_index.md"]
+
+    def base_texts_of(self, target: str, files: list[bytes | None]) -> BaseTexts:
+        """``base_texts`` from the bytes of ``base_paths`` (None: no such file).
+        DocumentError when ``_index.md`` is not UTF-8."""
+        index = _decode_text(files[0]) if files[0] is not None else None
+        return index, _tags_text(target, files[1]) if len(files) > 1 else None
+
     def base_tags(self, target: str) -> list[str] | None:
         """tags.lst's tags (None: no tags.lst, or one that is not text), for a base read
         without them."""
@@ -334,6 +346,11 @@ def _read_text(path: Path | str) -> str | None:
             data = b"".join(chunks)
     finally:
         os.close(fd)
+    return _decode_text(data)
+
+
+def _decode_text(data: bytes) -> str:
+    """A file's bytes as text with universal newlines; DocumentError when not UTF-8."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -349,6 +366,17 @@ def _read_tags_text(target: str, path: str) -> str | None:
     not hide the fields of ``_index.md``."""
     try:
         return _read_text(path)
+    except DocumentError as exc:
+        log.error("%s/tags.lst: %s", target, exc)
+        return None
+
+
+def _tags_text(target: str, data: bytes | None) -> str | None:
+    """``_read_tags_text`` for bytes already read."""
+    if data is None:
+        return None
+    try:
+        return _decode_text(data)
     except DocumentError as exc:
         log.error("%s/tags.lst: %s", target, exc)
         return None

@@ -39,6 +39,7 @@ def m(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         assert status["pyfuse3_patch"] is (request.param == "patched" and bool(
             getattr(pyfuse3, "COCLI_FS_PATCH", "")))
         assert status["gil_switch_interval_ms"] == 0.5  # mount.GIL_SWITCH_S
+        assert status["helper_process"] == {"running": True, "restarts": 0}
         yield mount
 
 

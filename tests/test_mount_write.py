@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -330,3 +331,47 @@ def test_tags_set_through_fields_show_at_once_in_a_cached_tags_lst(m: Mount, ent
     (ent / "_fields" / "tags").write_text(json.dumps(tags) + "\n")
     assert (ent / "tags.lst").read_text() == "".join(t + "\n" for t in tags) != before
     assert os.stat(ent / "tags.lst").st_size == sum(len(t) + 1 for t in tags)
+
+
+def test_writes_go_on_when_the_helper_process_is_killed(tmp_path: Path) -> None:
+    """The journal's fsyncs and the first base reads go through a helper process
+    (``cocli_fs/helper.py``); kill -9 it while writers are busy: every close() still returns
+    once its record is durable, now by worker threads, and the mount stays up."""
+    import threading
+
+    import psutil
+
+    sample_data(tmp_path / "data", 12)
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a") as mount:
+        assert mount.proc is not None
+        helpers = [p for p in psutil.Process(mount.proc.pid).children()
+                   if "cocli_fs.helper" in " ".join(p.cmdline())]
+        assert len(helpers) == 1
+        slugs = sorted(d.name for d in (mount.data / "companies").iterdir())
+        errors: list[BaseException] = []
+
+        def writer(k: int) -> None:
+            try:
+                for i in range(40):
+                    s = slugs[(k * 40 + i) % len(slugs)]
+                    mount.path("companies", s, "_fields", "phone").write_text(f"{k}-{i}\n")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        helpers[0].kill()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        values = {r.value for r in records(mount) if r.field == "phone"}
+        assert values == {f"{k}-{i}" for k in range(4) for i in range(40)}
+        assert mount.path("companies", slugs[0], "_fields", "phone").read_text()
+        assert not helpers[0].is_running()
+        assert "helper process lost" in mount.log.read_text()
+        # The mount's loop is not left polling the dead helper's socket.
+        cpu = psutil.Process(mount.proc.pid).cpu_times()
+        time.sleep(1)
+        after = psutil.Process(mount.proc.pid).cpu_times()
+        assert after.user + after.system - cpu.user - cpu.system < 0.5

@@ -1,0 +1,338 @@
+"""A helper process for the blocking file calls of the request path: the ``fdatasync`` of a
+journal batch and the first read of an entity's base files.
+
+Why a process. Under 16 writers the event loop runs nearly all the time, and what matters is
+how long a ~0.2 ms ``fdatasync`` takes from the call until the loop has its result. Measured
+with a spinning Python main thread standing in for the loop (``docs/benchmarks.md``,
+session 9): in a worker thread 1.6 ms, since the thread needs the GIL at its wake-up, after
+its system call and to hand the result over, and the spinning thread gives it up only every
+switch interval; by Linux AIO 3.4 ms, since the kernel queues the work on the submitting CPU,
+behind the spinning thread, until the scheduler's next tick; in a helper process 0.26 ms: it
+has its own GIL and the scheduler runs it on the other CPU.
+
+Protocol: a ``SOCK_SEQPACKET`` socket pair, one message per request or reply, descriptors
+passed with ``SCM_RIGHTS``; and a counter in shared memory that the helper raises after each
+reply, so the loop checks for replies after every request (``offload.Completions``, pyfuse3
+patch change 6) without a system call. An idle loop waits for the socket to become readable.
+
+If the helper dies, the calls in flight are redone in worker threads (both kinds are safe to
+repeat) and a new helper is started, at most once a minute.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import logging
+import mmap
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SYNC, READ = 1, 2  # request kinds
+_REQ = struct.Struct("<QB")  # request id, kind; READ: then the paths, NUL-separated
+_REP = struct.Struct("<Qi")  # request id, errno (0: done); READ: then one _LEN + data per path
+_LEN = struct.Struct("<i")  # a file's length, or -errno when it could not be read
+MAX_REPLY = 128 * 1024  # a reply must fit one datagram; larger files are read by the caller
+RESTART_S = 60.0
+# The helper's priority. Its work is a few hundred microseconds per call, and every writer in a
+# batch waits for it: with both CPUs busy (the loop and the writers), at the default priority
+# one call in ten waited for the scheduler's next tick, 3.2 ms; at -10, 0.47 ms (the 90th
+# percentile of 100 calls, a spinning process on the other CPU; median ~0.3 ms either way).
+NICE = -10
+
+
+class HelperLost(Exception):
+    """The helper ended before it replied: the caller makes the call itself."""
+
+
+class TooLarge(Exception):
+    """The files do not fit one reply: the caller reads them itself."""
+
+
+# --- the mount's side ---------------------------------------------------------------------------
+
+
+class Helper:
+    """Starts the helper and keeps track of the calls in flight. Used from the event loop's
+    thread only; a call's key is whatever the caller wants back with its result."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._count: memoryview | None = None  # the helper's reply counter (shared memory)
+        self._map: mmap.mmap | None = None
+        self._seen = 0  # replies received
+        self._next = 0
+        self.pending: dict[int, tuple[object, int]] = {}  # request id -> (key, kind)
+        self._started = 0.0
+        self.restarts = 0
+        self.lost = False
+        # One receive buffer: a fresh one per reply would be allocated (and, at this size,
+        # mapped and unmapped) for each.
+        self._buf = bytearray(MAX_REPLY + 4096)
+
+    def start(self) -> bool:
+        """Start the helper process. False (and a log line) when it cannot be started."""
+        self._started = time.monotonic()
+        self.lost = False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        shm = os.memfd_create("cocli-fs-helper", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(shm, mmap.PAGESIZE)
+            self._map = mmap.mmap(shm, mmap.PAGESIZE)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "cocli_fs.helper", str(theirs.fileno()), str(shm)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True,
+                pass_fds=(theirs.fileno(), shm),
+            )
+        except OSError as exc:
+            log.warning("no helper process (%s): blocking calls use worker threads", exc)
+            ours.close()
+            self._close_map()
+            return False
+        finally:
+            theirs.close()
+            os.close(shm)
+        ours.setblocking(False)
+        self._sock = ours
+        assert self._map is not None
+        self._count = memoryview(self._map).cast("Q")
+        self._seen = self._count[0]
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._sock is not None and not self.lost
+
+    def fileno(self) -> int:
+        """The socket an idle loop waits on (readable: replies, or the helper ended)."""
+        assert self._sock is not None
+        return self._sock.fileno()
+
+    def ready(self) -> bool:
+        """Replies wait to be collected (no system call: a read of shared memory)."""
+        count = self._count
+        return count is not None and count[0] != self._seen
+
+    def submit_sync(self, fd: int, key: object) -> None:
+        """Ask for ``fdatasync(fd)`` (the helper gets a duplicate of the descriptor; a sync
+        covers the file, whichever descriptor asks)."""
+        self._send(_REQ.pack(self._take_id(), SYNC), key, SYNC, [fd])
+
+    def submit_read(self, paths: list[str], key: object) -> None:
+        """Ask for the contents of small files (``collect`` gives a list, None where a path
+        names no file)."""
+        body = b"\0".join(os.fsencode(p) for p in paths)
+        self._send(_REQ.pack(self._take_id(), READ) + body, key, READ, [])
+
+    def _take_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    def _send(self, msg: bytes, key: object, kind: int, fds: list[int]) -> None:
+        """Raises OSError (and forgets the helper when it is gone) if the request cannot go."""
+        sock = self._sock
+        if sock is None or self.lost:
+            raise OSError(errno.EPIPE, "no helper")
+        try:
+            if fds:
+                sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      array.array("i", fds))])
+            else:
+                sock.send(msg)
+        except BlockingIOError:
+            raise  # its queue is full: this call goes to a thread
+        except OSError:
+            self._lost()
+            raise
+        self.pending[self._next] = (key, kind)
+
+    def collect(self) -> list[tuple[object, Any]]:
+        """The calls that ended: ``(key, result)``. A result is None (a sync), a list of
+        ``bytes | None`` (a read) or an exception: OSError, ``TooLarge``, ``HelperLost``."""
+        out: list[tuple[object, Any]] = []
+        sock = self._sock
+        buf = self._buf
+        while sock is not None and not self.lost:
+            try:
+                n = sock.recv_into(buf)
+            except BlockingIOError:
+                break
+            except OSError:
+                n = 0
+            if not n:  # the helper ended: its pending calls are redone by their callers
+                out.extend((key, HelperLost()) for key, _ in self.pending.values())
+                self._lost()
+                break
+            self._seen += 1
+            msg = memoryview(buf)[:n]
+            rid, err = _REP.unpack_from(msg)
+            key, kind = self.pending.pop(rid, (None, 0))
+            if key is None:
+                continue
+            if err:
+                out.append((key, TooLarge() if err == errno.EFBIG
+                            else OSError(err, os.strerror(err))))
+            elif kind == SYNC:
+                out.append((key, None))
+            else:
+                out.append((key, _unpack_files(msg, _REP.size)))
+        return out
+
+    def _lost(self) -> None:
+        """The helper is gone: no more requests. The socket stays open until ``restart`` or
+        ``stop``, since the event loop may be waiting on it."""
+        if not self.lost:
+            log.error("helper process lost: its calls are redone in worker threads")
+            self.lost = True
+        self.pending.clear()
+
+    def restart_wait(self) -> float:
+        """Seconds until a lost helper may be replaced (at most one start a minute)."""
+        return max(0.0, self._started + RESTART_S - time.monotonic())
+
+    def restart(self) -> bool:
+        """Replace a lost helper (the event loop must not be waiting on its socket)."""
+        self.stop()
+        self.restarts += 1
+        return self.start()
+
+    def stop(self) -> None:
+        """Close the socket (which ends the helper) and reap it."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._reap()
+        self._close_map()
+
+    def _reap(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _close_map(self) -> None:
+        if self._count is not None:
+            self._count.release()
+            self._count = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+def _unpack_files(msg: memoryview, at: int) -> list[bytes | None]:
+    files: list[bytes | None] = []
+    end = len(msg)
+    while at < end:
+        (n,) = _LEN.unpack_from(msg, at)
+        at += _LEN.size
+        if n < 0:
+            files.append(None)
+        else:
+            files.append(bytes(msg[at:at + n]))
+            at += n
+    return files
+
+
+# --- the helper process -------------------------------------------------------------------------
+
+
+def serve(sock_fd: int, shm_fd: int) -> None:
+    """The helper: answer requests until the socket closes (the mount ended or was killed)."""
+    with contextlib.suppress(OSError):  # needs privilege (the mount usually runs as root)
+        os.setpriority(os.PRIO_PROCESS, 0, NICE)
+    sock = socket.socket(fileno=sock_fd)
+    shm = mmap.mmap(shm_fd, mmap.PAGESIZE)
+    os.close(shm_fd)
+    count = memoryview(shm).cast("Q")
+    fds_size = socket.CMSG_SPACE(array.array("i", [0]).itemsize)
+    buf = bytearray(1 << 20)  # requests are a few paths at most
+    while True:
+        try:
+            n, anc, _flags, _addr = sock.recvmsg_into([buf], fds_size)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if not n:
+            return
+        rid, kind = _REQ.unpack_from(buf)
+        fds = _fds(anc)
+        try:
+            reply = _answer(rid, kind, bytes(buf[_REQ.size:n]), fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            sock.send(reply)
+        except OSError:
+            return
+        count[0] += 1  # after the send: when the loop sees it, the reply is there
+
+
+def _fds(anc: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, typ, data in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
+
+
+def _answer(rid: int, kind: int, body: bytes, fds: list[int]) -> bytes:
+    try:
+        if kind == SYNC:
+            if len(fds) != 1:
+                return _REP.pack(rid, errno.EBADF)
+            os.fdatasync(fds[0])
+            return _REP.pack(rid, 0)
+        if kind == READ:
+            parts = [_REP.pack(rid, 0)]
+            size = _REP.size
+            for path in body.split(b"\0"):
+                data = _read(path)
+                if isinstance(data, int):
+                    parts.append(_LEN.pack(-data))
+                    continue
+                size += _LEN.size + len(data)
+                if size > MAX_REPLY:
+                    return _REP.pack(rid, errno.EFBIG)
+                parts += (_LEN.pack(len(data)), data)
+            return b"".join(parts)
+        return _REP.pack(rid, errno.EINVAL)
+    except OSError as exc:
+        return _REP.pack(rid, exc.errno or errno.EIO)
+
+
+def _read(path: bytes) -> bytes | int:
+    """A file's bytes, or the errno that makes it count as absent (ENOENT, ENOTDIR).
+    Other errors raise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        return exc.errno or errno.ENOENT
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > MAX_REPLY:
+                break
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,178 @@
+"""The helper process for blocking calls (``cocli_fs/helper.py``), reached through
+``offload.fdatasync`` and ``offload.read_files`` as the mount uses them: results, errors, files
+too large for a reply, and the helper dying with calls in flight."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from cocli_fs import helper as helper_mod
+from cocli_fs import offload
+
+
+async def _started() -> offload.Completions:
+    c = offload.completions()
+    await c.start_helper()
+    assert c.helper is not None and c.helper.alive
+    return c
+
+
+def test_sync_and_reads_are_answered_by_the_helper(tmp_path: Path) -> None:
+    f = tmp_path / "j.usv"
+    f.write_bytes(b"")
+    (tmp_path / "big").write_bytes(b"x" * (helper_mod.MAX_REPLY + 10))
+    (tmp_path / "a").write_bytes(b"alpha\n")
+
+    async def main() -> None:
+        c = await _started()
+        assert c.helper is not None
+        fd = os.open(f, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, b"record\x1e")
+            await offload.fdatasync(fd)
+        finally:
+            os.close(fd)
+        assert f.read_bytes() == b"record\x1e"
+        got = await offload.read_files([str(tmp_path / "a"), str(tmp_path / "missing"),
+                                        str(tmp_path / "a" / "under-a-file")])
+        assert got == [b"alpha\n", None, None]
+        # Too large for one reply: read by a thread instead, in full.
+        big = await offload.read_files([str(tmp_path / "big")])
+        assert big == [b"x" * (helper_mod.MAX_REPLY + 10)]
+        # Both went through the helper (its reply counter moved), none is left pending.
+        assert c.helper._seen >= 3 and not c.helper.pending
+
+    trio.run(main)
+
+
+def test_errors_come_back_as_oserror(tmp_path: Path) -> None:
+    async def main() -> None:
+        await _started()
+        r, w = os.pipe()
+        try:
+            with pytest.raises(OSError) as exc:
+                await offload.fdatasync(r)  # a pipe cannot be synced
+            assert exc.value.errno == errno.EINVAL
+        finally:
+            os.close(r)
+            os.close(w)
+        with pytest.raises(OSError) as exc:
+            await offload.read_files([str(tmp_path)])  # a folder
+        assert exc.value.errno == errno.EISDIR
+
+    trio.run(main)
+
+
+def test_a_reply_is_seen_without_a_system_call_and_drained_between_requests(
+        tmp_path: Path) -> None:
+    """What the patched receive loop does: it tests ``Completions`` after each request and
+    drains when true; the idle wake-up (the socket) is not needed for that."""
+    (tmp_path / "a").write_bytes(b"a")
+
+    async def main() -> None:
+        c = await _started()
+        got: list[list[bytes | None]] = []
+
+        async def reader() -> None:
+            got.append(await offload.read_files([str(tmp_path / "a")]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            deadline = time.monotonic() + 5
+            while not c:  # blocking, as a busy loop does: trio runs nothing meanwhile
+                assert time.monotonic() < deadline
+                time.sleep(0.0005)
+            assert not got
+            assert c.drain() is True
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [[b"a"]]
+            assert not c
+
+    trio.run(main)
+
+
+def test_calls_in_flight_when_the_helper_dies_are_redone_and_a_new_helper_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(helper_mod, "RESTART_S", 0.2)
+    f = tmp_path / "j.usv"
+    f.write_bytes(b"")
+    (tmp_path / "a").write_bytes(b"alpha")
+
+    async def main() -> None:
+        c = await _started()
+        h = c.helper
+        assert h is not None and h._proc is not None
+        first = h._proc.pid
+        os.kill(first, signal.SIGSTOP)  # the calls below stay in flight
+        fd = os.open(f, os.O_WRONLY | os.O_APPEND)
+        results: list[object] = []
+
+        async def sync() -> None:
+            await offload.fdatasync(fd)
+            results.append("synced")
+
+        async def read() -> None:
+            results.append(await offload.read_files([str(tmp_path / "a")]))
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sync)
+                nursery.start_soon(read)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(h.pending) == 2 and not results
+                os.kill(first, signal.SIGKILL)
+            assert sorted(map(str, results)) == ["[b'alpha']", "synced"]
+            # Meanwhile calls go to threads; a new helper comes after RESTART_S.
+            assert await offload.read_files([str(tmp_path / "a")]) == [b"alpha"]
+            with trio.fail_after(10):
+                while not (h.alive and h._proc is not None and h._proc.pid != first):
+                    await trio.sleep(0.05)
+            assert h.restarts == 1
+            await offload.fdatasync(fd)
+            assert await offload.read_files([str(tmp_path / "a")]) == [b"alpha"]
+        finally:
+            os.close(fd)
+
+    trio.run(main)
+
+
+def test_without_a_helper_the_calls_run_in_threads(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COCLI_FS_NO_HELPER", "1")
+    (tmp_path / "a").write_bytes(b"a")
+
+    async def main() -> None:
+        c = offload.completions()
+        await c.start_helper()
+        assert c.helper is None and not offload.helper_running()
+        assert await offload.read_files([str(tmp_path / "a"), str(tmp_path / "b")]) == [
+            b"a", None]
+        fd = os.open(tmp_path / "a", os.O_RDONLY)
+        try:
+            await offload.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    trio.run(main)
+
+
+def test_the_helper_ends_with_the_run(tmp_path: Path) -> None:
+    pids: list[int] = []
+
+    async def main() -> None:
+        c = await _started()
+        assert c.helper is not None and c.helper._proc is not None
+        pids.append(c.helper._proc.pid)
+
+    trio.run(main)
+    with pytest.raises(ProcessLookupError):  # ended and reaped
+        os.kill(pids[0], 0)
