@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Patch an unpacked pyfuse3 3.5 source tree for cocli-fs (run by ``scripts/build-pyfuse3``).
 
-Six changes, each small and each a candidate for upstream; cocli-fs detects them through
+Seven changes, each small and each a candidate for upstream; cocli-fs detects them through
 ``pyfuse3.COCLI_FS_PATCH`` and works (slower) on a stock pyfuse3:
 
 1. A faster receive loop. Stock pyfuse3 takes a trio lock and waits for the FUSE fd to become
@@ -36,8 +36,13 @@ Six changes, each small and each a candidate for upstream; cocli-fs detects them
    there, makes its task runnable and yields at once (more writes/s and less loop CPU per
    write, measured; docs/benchmarks.md, session 8).
 
-Each edit names the text it expects and fails loudly when that text is not found exactly once,
-so a new pyfuse3 release cannot be half patched.
+7. A handler that raises something other than ``FUSEError`` answers ``EIO`` (and the error is
+   logged with its traceback). Stock pyfuse3 lets the exception end ``pyfuse3.main``: one
+   unforeseen bug on one request (a bad file in the store, say) unmounted the whole file
+   system for every user, with "Software caused connection abort" on each of their calls.
+
+Each edit names the text it expects and fails loudly when that text is not found as often as
+expected (once, unless it says otherwise), so a new pyfuse3 release cannot be half patched.
 """
 
 from __future__ import annotations
@@ -54,11 +59,11 @@ def fingerprint() -> str:
     return hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
-def edit(path: Path, anchor: str, replacement: str) -> None:
+def edit(path: Path, anchor: str, replacement: str, count: int = 1) -> None:
     text = path.read_text()
     n = text.count(anchor)
-    if n != 1:
-        raise SystemExit(f"pyfuse3_patch: expected one {anchor!r} in {path}, found {n}")
+    if n != count:
+        raise SystemExit(f"pyfuse3_patch: expected {count} of {anchor!r} in {path}, found {n}")
     path.write_text(text.replace(anchor, replacement))
 
 
@@ -202,6 +207,22 @@ def patch(root: Path) -> None:
          "        elif _now() - last_yield > 0.0002:\n"
          "            last_yield = _now()\n"
          "            await trio.lowlevel.checkpoint()\n")
+
+    # Change 7: any exception from a handler answers EIO instead of ending the main loop.
+    # (getxattr's XATTR_CREATE check has its own except clause and stays as it is.)
+    edit(init, 'log = logging.getLogger("pyfuse3")\n',
+         'log = logging.getLogger("pyfuse3")\n'
+         "\n"
+         "def _errno_of(e):\n"
+         "    # The errno a handler's exception answers: its own for FUSEError, else EIO.\n"
+         "    if isinstance(e, FUSEError):\n"
+         "        return e.errno\n"
+         "    log.error('request handler failed, answering EIO', exc_info=e)\n"
+         "    return errno.EIO\n")
+    edit(src / "handlers.pxi",
+         "    except FUSEError as e:\n        ret = fuse_reply_err(c.req, e.errno)\n",
+         "    except Exception as e:\n        ret = fuse_reply_err(c.req, _errno_of(e))\n",
+         count=30)
 
 
 if __name__ == "__main__":

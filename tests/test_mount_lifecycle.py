@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -132,3 +133,59 @@ def test_kill_9_loses_nothing_acknowledged_and_mounts_again(tmp_path: Path) -> N
         m2.path("companies", slugs[1], "_fields", "email").write_text("after@crash.example\n")
     seqs = sorted(r.seq for r in scan_wal(data / "wal") if r.node_id == "a")
     assert seqs == list(range(1, len(seqs) + 1))  # numbering continued without a gap or reuse
+
+
+_BUG = '''
+import sys
+if "mount" in sys.argv:
+    import errno
+    import cocli_fs.fs as f
+    orig_lookup, orig_read = f.Operations.lookup, f.Operations.read
+
+    async def lookup(self, parent_inode, name, ctx):
+        if name == b"boom":
+            raise RuntimeError("an unforeseen bug in lookup")
+        return await orig_lookup(self, parent_inode, name, ctx)
+
+    async def read(self, fh, off, size):
+        if self.handles[fh].node.parts[-1:] == ("tags.lst",):
+            raise KeyError("an unforeseen bug in read")
+        return await orig_read(self, fh, off, size)
+
+    f.Operations.lookup, f.Operations.read = lookup, read
+'''
+
+
+def test_an_unforeseen_error_in_a_handler_answers_eio_and_the_mount_stays(
+        tmp_path: Path) -> None:
+    """pyfuse3 patch change 7: any exception a request handler raises besides FUSEError
+    answers EIO and is logged; stock pyfuse3 ends its main loop, unmounting for everyone.
+    The bugs are planted by a ``sitecustomize`` in the mount process only."""
+    import pyfuse3
+
+    if not getattr(pyfuse3, "COCLI_FS_PATCH", ""):
+        pytest.skip("needs the patched pyfuse3 (scripts/build-pyfuse3)")
+    bug = tmp_path / "bug"
+    bug.mkdir()
+    (bug / "sitecustomize.py").write_text(_BUG)
+    slugs = sample_data(tmp_path / "data", 3)
+    env = {"PYTHONPATH": os.pathsep.join([str(bug), str(ROOT)])}
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a", env=env) as m:
+        comp = m.mnt / "companies"
+        for _ in range(2):
+            with pytest.raises(OSError) as exc:
+                os.stat(comp / "boom")
+            assert exc.value.errno == errno.EIO
+        ent = comp / sorted(slugs)[0]
+        with pytest.raises(OSError) as exc:
+            (ent / "tags.lst").read_bytes()  # its lookup and open work, its read fails
+        assert exc.value.errno == errno.EIO
+        # Everything else still works, and the log says what happened.
+        assert sorted(os.listdir(comp)) == sorted(slugs)
+        assert (ent / "_index.md").read_text().startswith("---")
+        (ent / "_fields" / "email").write_text("still@example.org\n")
+        assert (ent / "_fields" / "email").read_text() == "still@example.org\n"
+        assert is_mounted(m.mnt)
+    log = m.log.read_text()
+    assert "request handler failed, answering EIO" in log
+    assert "an unforeseen bug in lookup" in log and "an unforeseen bug in read" in log
