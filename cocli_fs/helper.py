@@ -34,6 +34,8 @@ import sys
 import time
 from typing import Any
 
+from .process import reap_child
+
 log = logging.getLogger(__name__)
 
 SYNC, READ = 1, 2  # request kinds
@@ -215,13 +217,8 @@ class Helper:
 
     def _reap(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            reap_child(proc)
 
     def _close_map(self) -> None:
         if self._count is not None:

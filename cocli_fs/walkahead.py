@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 
 from .document import INDEX
+from .process import reap_child
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +156,8 @@ class ReadAhead:
     def stop(self) -> None:
         self._wanted = False
         proc = self._detach()
-        if proc is None:
-            return
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            reap_child(proc)
 
 
 def serve(root: str, fd: int = 0) -> int:
