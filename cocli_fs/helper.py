@@ -298,9 +298,9 @@ def _answer(rid: int, kind: int, body: bytes, fds: list[int]) -> bytes:
             parts = [_REP.pack(rid, 0)]
             size = _REP.size
             for path in body.split(b"\0"):
-                data = _read(path)
-                if isinstance(data, int):
-                    parts.append(_LEN.pack(-data))
+                data = read_file(path, MAX_REPLY)
+                if data is None:
+                    parts.append(_LEN.pack(-errno.ENOENT))
                     continue
                 size += _LEN.size + len(data)
                 if size > MAX_REPLY:
@@ -312,18 +312,20 @@ def _answer(rid: int, kind: int, body: bytes, fds: list[int]) -> bytes:
         return _REP.pack(rid, exc.errno or errno.EIO)
 
 
-def _read(path: bytes) -> bytes | int:
-    """A file's bytes, or the errno that makes it count as absent (ENOENT, ENOTDIR).
-    Other errors raise."""
+def read_file(path: str | bytes, limit: int = 0) -> bytes | None:
+    """A small file's bytes, None when the path names no file (ENOENT, ENOTDIR); other errors
+    raise. With ``limit``, reading stops once more than that many bytes were read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        return exc.errno or errno.ENOENT
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     try:
         chunks = []
+        size = 0
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
-            if sum(map(len, chunks)) > MAX_REPLY:
+            size += len(chunk)
+            if limit and size > limit:
                 break
         return b"".join(chunks)
     finally:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
-from .helper import Helper, HelperLost, TooLarge
+from .helper import Helper, HelperLost, TooLarge, read_file
 
 T = TypeVar("T")
 
@@ -185,11 +185,4 @@ async def read_files(paths: list[str]) -> list[bytes | None]:
 
 
 def _read_files(paths: list[str]) -> list[bytes | None]:
-    out: list[bytes | None] = []
-    for p in paths:
-        try:
-            with open(p, "rb") as f:
-                out.append(f.read())
-        except (FileNotFoundError, NotADirectoryError):
-            out.append(None)
-    return out
+    return [read_file(p) for p in paths]
