@@ -314,20 +314,22 @@ def _answer(rid: int, kind: int, body: bytes, fds: list[int]) -> bytes:
 
 def read_file(path: str | bytes, limit: int = 0) -> bytes | None:
     """A small file's bytes, None when the path names no file (ENOENT, ENOTDIR); other errors
-    raise. With ``limit``, reading stops once more than that many bytes were read."""
+    raise. With ``limit``, reading stops once more than that many bytes were read. One
+    ``read`` for a file under 64 KiB (each cold entity reads two of these)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        chunks = []
-        size = 0
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-            size += len(chunk)
-            if limit and size > limit:
-                break
-        return b"".join(chunks)
+        data = os.read(fd, 1 << 16)
+        if len(data) == 1 << 16:
+            chunks = [data]
+            size = len(data)
+            while (not limit or size <= limit) and (chunk := os.read(fd, 1 << 20)):
+                chunks.append(chunk)
+                size += len(chunk)
+            data = b"".join(chunks)
+        return data
     finally:
         os.close(fd)
 

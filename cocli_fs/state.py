@@ -23,6 +23,7 @@ from .checkpoint import load as load_checkpoint
 from .config import Config
 from .dirty import DirtySet
 from .document import TOMBSTONE, BaseDoc, Change, DocumentError, load_base, merge, parse_tags
+from .helper import read_file
 from .hlc import HybridClock
 from .journal import JournalWriter, ReplicaWriter, ScanReport, scan_wal_files
 from .overlay import Applied, OriginSeqs, Overlay
@@ -251,15 +252,14 @@ class NodeState:
 
     def base_texts(self, target: str, tags: bool = True) -> BaseTexts:
         """The texts of ``_index.md`` and (with ``tags``) ``tags.lst``, None where there is no
-        such file. Only reads: safe in a worker thread (``Operations._load_base``)."""
-        d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
-        index = _read_text(d + "_index.md")
-        return index, _read_tags_text(target, d + "tags.lst") if tags else None
+        such file, read in the calling thread (``Operations._load_base`` reads the same files
+        off the event loop: ``base_paths``, ``base_texts_of``)."""
+        return self.base_texts_of(target, [read_file(p) for p in self.base_paths(target, tags)])
 
     def base_paths(self, target: str, tags: bool = True) -> list[str]:
         """The files ``base_texts`` reads, for a caller that reads them elsewhere
         (``offload.read_files``) and hands the bytes to ``base_texts_of``."""
-        d = f"{self.data.root}/{target}/"
+        d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
         return [d + "_index.md", d + "tags.lst"] if tags else [d + "_index.md"]
 
     def base_texts_of(self, target: str, files: list[bytes | None]) -> BaseTexts:
@@ -271,7 +271,7 @@ class NodeState:
     def base_tags(self, target: str) -> list[str] | None:
         """tags.lst's tags (None: no tags.lst, or one that is not text), for a base read
         without them."""
-        text = _read_tags_text(target, f"{self.data.root}/{target}/tags.lst")
+        text = _tags_text(target, read_file(f"{self.data.root}/{target}/tags.lst"))
         return parse_tags(text) if text is not None else None
 
     def shown_base(self, target: str, tags: bool = True, texts: BaseTexts | None = None
@@ -329,26 +329,6 @@ def _parse_base(texts: BaseTexts, tags: bool) -> BaseDoc:
     return doc
 
 
-def _read_text(path: Path | str) -> str | None:
-    """A small file as text with universal newlines, as ``open(path).read()`` gives it, at a
-    fifth of the cost (no buffered text stream; each cold entity reads two of these).
-    DocumentError when it is not UTF-8."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        data = os.read(fd, 1 << 16)
-        if len(data) == 1 << 16:
-            chunks = [data]
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-    finally:
-        os.close(fd)
-    return _decode_text(data)
-
-
 def _decode_text(data: bytes) -> str:
     """A file's bytes as text with universal newlines; DocumentError when not UTF-8."""
     try:
@@ -361,18 +341,9 @@ def _decode_text(data: bytes) -> str:
     return text
 
 
-def _read_tags_text(target: str, path: str) -> str | None:
-    """tags.lst's text; one that is not UTF-8 counts as none (the log says why), so it does
-    not hide the fields of ``_index.md``."""
-    try:
-        return _read_text(path)
-    except DocumentError as exc:
-        log.error("%s/tags.lst: %s", target, exc)
-        return None
-
-
 def _tags_text(target: str, data: bytes | None) -> str | None:
-    """``_read_tags_text`` for bytes already read."""
+    """tags.lst's text (None: no such file); one that is not UTF-8 counts as none (the log
+    says why), so it does not hide the fields of ``_index.md``."""
     if data is None:
         return None
     try:
