@@ -127,23 +127,21 @@ class Helper:
     def submit_sync(self, fd: int, key: object) -> None:
         """Ask for ``fdatasync(fd)`` (the helper gets a duplicate of the descriptor; a sync
         covers the file, whichever descriptor asks)."""
-        self._send(_REQ.pack(self._take_id(), SYNC), key, SYNC, [fd])
+        self._send(SYNC, b"", key, [fd])
 
     def submit_read(self, paths: list[str], key: object) -> None:
         """Ask for the contents of small files (``collect`` gives a list, None where a path
         names no file)."""
-        body = b"\0".join(os.fsencode(p) for p in paths)
-        self._send(_REQ.pack(self._take_id(), READ) + body, key, READ, [])
+        self._send(READ, b"\0".join(os.fsencode(p) for p in paths), key, [])
 
-    def _take_id(self) -> int:
-        self._next += 1
-        return self._next
-
-    def _send(self, msg: bytes, key: object, kind: int, fds: list[int]) -> None:
-        """Raises OSError (and forgets the helper when it is gone) if the request cannot go."""
+    def _send(self, kind: int, body: bytes, key: object, fds: list[int]) -> None:
+        """Send a request under a new id. Raises OSError (and forgets the helper when it is
+        gone) if the request cannot go."""
         sock = self._sock
         if sock is None or self.lost:
             raise OSError(errno.EPIPE, "no helper")
+        self._next += 1
+        msg = _REQ.pack(self._next, kind) + body
         try:
             if fds:
                 sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,

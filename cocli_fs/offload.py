@@ -147,14 +147,14 @@ def helper_running() -> bool:
     return helper is not None and helper.alive
 
 
-async def _via_helper(submit: Callable[[object], None]) -> Any:
-    """Send one call to the helper and wait for its reply; HelperLost when there is no
-    helper or it could not take the call."""
+async def _via_helper(submit: Callable[[Helper, object], None]) -> Any:
+    """``submit(helper, key)`` one call to the run's helper and wait for its reply;
+    HelperLost when there is no helper or it could not take the call."""
     helper = completions().helper
     if helper is None or not helper.alive:
         raise HelperLost()
     try:
-        submit(trio.lowlevel.current_task())
+        submit(helper, trio.lowlevel.current_task())
     except OSError:
         raise HelperLost() from None  # its queue is full, or it is gone
     return await trio.lowlevel.wait_task_rescheduled(refuse_abort)
@@ -163,24 +163,21 @@ async def _via_helper(submit: Callable[[object], None]) -> Any:
 async def fdatasync(fd: int) -> None:
     """``os.fdatasync(fd)`` without stopping the event loop: in the helper process when the
     run has one (``helper``), else in a worker thread. Not cancellable, as ``in_thread``."""
-    helper = completions().helper
-    if helper is not None:
-        with contextlib.suppress(HelperLost):
-            await _via_helper(partial(helper.submit_sync, fd))
-            return
+    with contextlib.suppress(HelperLost):
+        await _via_helper(lambda helper, key: helper.submit_sync(fd, key))
+        return
     await in_thread(partial(os.fdatasync, fd))
 
 
 async def read_files(paths: list[str]) -> list[bytes | None]:
     """The contents of small files (None where a path names no file), read without stopping
     the event loop: in the helper process or a worker thread. Raises OSError."""
-    helper = completions().helper
-    if helper is not None:
-        try:
-            files: list[bytes | None] = await _via_helper(partial(helper.submit_read, paths))
-            return files
-        except (HelperLost, TooLarge):
-            pass
+    try:
+        files: list[bytes | None] = await _via_helper(
+            lambda helper, key: helper.submit_read(paths, key))
+        return files
+    except (HelperLost, TooLarge):
+        pass
     return await in_thread(partial(_read_files, paths))
 
 
