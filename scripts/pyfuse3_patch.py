@@ -204,7 +204,7 @@ def patch(root: Path) -> None:
          "        if _wake_queue and _wake_drain():\n"
          "            last_yield = _now()\n"
          "            await trio.lowlevel.checkpoint()\n"
-         "        elif _now() - last_yield > 0.0002:\n"
+         "        elif _now() - last_yield > 0.001:\n"
          "            last_yield = _now()\n"
          "            await trio.lowlevel.checkpoint()\n")
 
