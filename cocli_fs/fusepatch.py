@@ -47,3 +47,13 @@ def set_wakeup_hook(queue: object | None, drain: Callable[[], bool] | None) -> b
         return False
     pyfuse3.set_wakeup_hook(queue, drain)
     return True
+
+
+def set_spin_watch(words: object | None) -> bool:
+    """While polling for the next request, also watch the first two 64-bit words of the
+    buffer ``words`` (``helper.Bell``): the poll ends when one changes (patch change 8). None
+    ends the watch; the buffer stays exported (it cannot be closed) until then."""
+    if not PATCH or not hasattr(pyfuse3, "set_spin_watch"):
+        return False
+    pyfuse3.set_spin_watch(words)
+    return True

@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import time
+import weakref
 from typing import Any
 
 from .process import reap_child
@@ -39,6 +40,7 @@ from .process import reap_child
 log = logging.getLogger(__name__)
 
 SYNC, READ = 1, 2  # request kinds
+REPLIES, THREADS = 0, 1  # the words of a Bell
 _REQ = struct.Struct("<QB")  # request id, kind; READ: then the paths, NUL-separated
 _REP = struct.Struct("<Qi")  # request id, errno (0: done); READ: then one _LEN + data per path
 _LEN = struct.Struct("<i")  # a file's length, or -errno when it could not be read
@@ -66,11 +68,11 @@ class Helper:
     """Starts the helper and keeps track of the calls in flight. Used from the event loop's
     thread only; a call's key is whatever the caller wants back with its result."""
 
-    def __init__(self) -> None:
+    def __init__(self, bell: Bell) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._count: memoryview | None = None  # the helper's reply counter (shared memory)
-        self._map: mmap.mmap | None = None
+        self._bell = bell  # word REPLIES counts the helper's replies
+        self._count: memoryview | None = None  # the bell's words while running
         self._seen = 0  # replies received
         self._next = 0
         self.pending: dict[int, tuple[object, int]] = {}  # request id -> (key, kind)
@@ -86,10 +88,8 @@ class Helper:
         self._started = time.monotonic()
         self.lost = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        shm = os.memfd_create("cocli-fs-helper", os.MFD_CLOEXEC)
+        shm = self._bell.fd
         try:
-            os.ftruncate(shm, mmap.PAGESIZE)
-            self._map = mmap.mmap(shm, mmap.PAGESIZE)
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "cocli_fs.helper", str(theirs.fileno()), str(shm)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True,
@@ -98,16 +98,13 @@ class Helper:
         except OSError as exc:
             log.warning("no helper process (%s): blocking calls use worker threads", exc)
             ours.close()
-            self._close_map()
             return False
         finally:
             theirs.close()
-            os.close(shm)
         ours.setblocking(False)
         self._sock = ours
-        assert self._map is not None
-        self._count = memoryview(self._map).cast("Q")
-        self._seen = self._count[0]
+        self._count = self._bell.words()
+        self._seen = self._count[REPLIES]
         return True
 
     @property
@@ -122,7 +119,7 @@ class Helper:
     def ready(self) -> bool:
         """Replies wait to be collected (no system call: a read of shared memory)."""
         count = self._count
-        return count is not None and count[0] != self._seen
+        return count is not None and count[REPLIES] != self._seen
 
     def submit_sync(self, fd: int, key: object) -> None:
         """Ask for ``fdatasync(fd)`` (the helper gets a duplicate of the descriptor; a sync
@@ -211,20 +208,39 @@ class Helper:
             self._sock.close()
             self._sock = None
         self._reap()
-        self._close_map()
+        if self._count is not None:
+            self._count.release()
+            self._count = None
 
     def _reap(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             reap_child(proc)
 
-    def _close_map(self) -> None:
-        if self._count is not None:
-            self._count.release()
-            self._count = None
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+
+class Bell:
+    """A page of shared memory whose 64-bit words count finished calls: ``REPLIES``, raised by
+    the helper process after each reply, and ``THREADS``, raised by worker threads after each
+    result (``offload.in_thread``). The patched receive loop watches both while it polls for
+    the next request (``fusepatch.set_spin_watch``). One per trio run; helpers started again
+    after a loss share it."""
+
+    def __init__(self) -> None:
+        self.fd = os.memfd_create("cocli-fs-bell", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, mmap.PAGESIZE)
+            self.map = mmap.mmap(self.fd, mmap.PAGESIZE)
+        except OSError:
+            os.close(self.fd)
+            raise
+        self._words = self.words()
+        weakref.finalize(self, os.close, self.fd)  # the mapping closes itself
+
+    def words(self) -> memoryview:
+        return memoryview(self.map).cast("Q")
+
+    def ring(self, word: int) -> None:
+        self._words[word] += 1
 
 
 def _unpack_files(msg: memoryview, at: int) -> list[bytes | None]:
@@ -251,7 +267,7 @@ def serve(sock_fd: int, shm_fd: int) -> None:
     sock = socket.socket(fileno=sock_fd)
     shm = mmap.mmap(shm_fd, mmap.PAGESIZE)
     os.close(shm_fd)
-    count = memoryview(shm).cast("Q")
+    count = memoryview(shm).cast("Q")  # the Bell's words
     fds_size = socket.CMSG_SPACE(array.array("i", [0]).itemsize)
     buf = bytearray(1 << 20)  # requests are a few paths at most
     while True:
@@ -274,7 +290,7 @@ def serve(sock_fd: int, shm_fd: int) -> None:
             sock.send(reply)
         except OSError:
             return
-        count[0] += 1  # after the send: when the loop sees it, the reply is there
+        count[REPLIES] += 1  # after the send: when the loop sees it, the reply is there
 
 
 def _fds(anc: list[tuple[int, int, bytes]]) -> list[int]:

@@ -136,6 +136,7 @@ async def serve(
                     "scripts/build-pyfuse3 for the patched build, docs/mount.md)")
     completions = offload.completions()
     fusepatch.set_wakeup_hook(completions, completions.drain)
+    fusepatch.set_spin_watch(completions.bell.map)
     await completions.start_helper()
     unmounted = False
     switch = sys.getswitchinterval()
@@ -174,6 +175,7 @@ async def serve(
     finally:
         sys.setswitchinterval(switch)
         fusepatch.set_wakeup_hook(None, None)
+        fusepatch.set_spin_watch(None)
         ops.shutdown()
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=not unmounted)

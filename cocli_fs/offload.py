@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
-from .helper import Helper, HelperLost, TooLarge, read_file
+from .helper import THREADS, Bell, Helper, HelperLost, TooLarge, read_file
 
 T = TypeVar("T")
 
@@ -45,6 +45,9 @@ class Completions:
     def __init__(self) -> None:
         self.done: deque[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]] = deque()
         self.helper: Helper | None = None
+        # Counts the calls that ended, in shared memory: the receive loop's poll for the next
+        # request watches it (``fusepatch.set_spin_watch``, pyfuse3 patch change 8).
+        self.bell = Bell()
 
     def __bool__(self) -> bool:
         """Something to drain (asked after every request: keep it cheap)."""
@@ -85,7 +88,7 @@ class Completions:
         is stopped when the run ends."""
         if self.helper is not None or os.environ.get("COCLI_FS_NO_HELPER") == "1":
             return
-        helper = Helper()
+        helper = Helper(self.bell)
         if not helper.start():
             return
         self.helper = helper
@@ -130,10 +133,11 @@ async def in_thread(fn: Callable[[], T]) -> T:
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
     c = completions()
-    done, drain = c.done, c.drain
+    done, drain, ring = c.done, c.drain, c.bell.ring
 
     def deliver(result: outcome.Outcome[T]) -> None:  # in the worker thread
         done.append((task, result))
+        ring(THREADS)  # ends the receive loop's poll, which checks nothing else meanwhile
         token.run_sync_soon(drain)  # an idle loop checks nothing between requests
 
     trio.lowlevel.start_thread_soon(fn, deliver)

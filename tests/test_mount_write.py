@@ -375,3 +375,26 @@ def test_writes_go_on_when_the_helper_process_is_killed(tmp_path: Path) -> None:
         time.sleep(1)
         after = psutil.Process(mount.proc.pid).cpu_times()
         assert after.user + after.system - cpu.user - cpu.system < 0.5
+
+
+def test_the_poll_for_the_next_request_ends_when_a_call_finishes(tmp_path: Path) -> None:
+    """pyfuse3 patch change 8. After each reply the receive loop polls for the next request
+    (``poll_spin_us``), and trio runs nothing meanwhile. A lone writer's field write waits
+    for the helper process (the entity's first read) and, the day's first, for a worker thread
+    (the journal file's open); nothing else comes to end the poll. It must end when those
+    calls finish, not run out its time: with a 4 s poll, each write would take 4 s or more."""
+    import pyfuse3
+
+    if not getattr(pyfuse3, "COCLI_FS_PATCH", ""):
+        pytest.skip("needs the patched pyfuse3 (scripts/build-pyfuse3)")
+    slugs = sample_data(tmp_path / "data", 8)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[mount]\npoll_spin_us = 4000000\n")
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a", config=cfg) as mount:
+        took = []
+        for s in slugs:
+            t0 = time.monotonic()
+            mount.path("companies", s, "_fields", "phone").write_text(f"{s}\n")
+            took.append(time.monotonic() - t0)
+        assert max(took) < 2.0, took
+        assert sorted(r.value for r in records(mount) if r.field == "phone") == sorted(slugs)
