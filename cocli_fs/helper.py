@@ -11,9 +11,11 @@ behind the spinning thread, until the scheduler's next tick; in a helper process
 has its own GIL and the scheduler runs it on the other CPU.
 
 Protocol: a ``SOCK_SEQPACKET`` socket pair, one message per request or reply, descriptors
-passed with ``SCM_RIGHTS``; and a counter in shared memory that the helper raises after each
-reply, so the loop checks for replies after every request (``offload.Completions``, pyfuse3
-patch change 6) without a system call. An idle loop waits for the socket to become readable.
+passed with ``SCM_RIGHTS``; and a counter in shared memory (a word of the run's ``Bell``) that
+the helper raises after each reply, so the loop checks for replies after every request
+(``offload.Completions``, pyfuse3 patch change 6) without a system call, and its poll for the
+next request ends when the counter moves (change 8). An idle loop waits for the socket to
+become readable.
 
 If the helper dies, the calls in flight are redone in worker threads (both kinds are safe to
 repeat) and a new helper is started, at most once a minute.
