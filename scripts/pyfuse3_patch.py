@@ -46,9 +46,10 @@ Eight changes, each small and each a candidate for upstream; cocli-fs detects th
    ``helper.Bell``). When every writer waits for a journal sync, no request comes until the
    sync's result has been handed to their tasks, so the poll ran out its whole time (200 µs)
    first. Now it ends when a counter moves, and the loop drains the results (change 6)
-   before it waits on the fd. Measured with poll counters,
-   300,000 entities, 16 writers, 10,000 writes: polls that ran out 1,140 → 535 and 699, time
-   polled 543 → 337 and 376 ms (docs/benchmarks.md, session 10).
+   before it waits on the fd; and no poll starts while a result waits or a trio task is
+   runnable. Measured with poll counters, 300,000 entities, 16 writers, 10,000 writes: polls
+   that ran out 1,140 → 266 and 476, time polled 543 → 133 and 186 ms (docs/benchmarks.md,
+   session 10).
 
 Each edit names the text it expects and fails loudly when that text is not found as often as
 expected (once, unless it says otherwise), so a new pyfuse3 release cannot be half patched.
