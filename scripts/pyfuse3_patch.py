@@ -224,7 +224,7 @@ def patch(root: Path) -> None:
                    "        res = fuse_session_receive_buf(session, &buf)\n",
          "        res = fuse_session_receive_buf(session, &buf)\n"
          "        if res == -errno.EAGAIN and hot:\n"
-         "            # Nothing else runs while we poll: not when a task could run, or a\n"
+         "            # Trio runs nothing while we poll: no poll when a task could run or a\n"
          "            # result waits (change 8; the words are read first, so a call that ends\n"
          "            # after this check changes them and ends the poll).\n"
          "            if _watch != NULL:\n"
