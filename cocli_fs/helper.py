@@ -74,7 +74,7 @@ class Helper:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._bell = bell  # word REPLIES counts the helper's replies
-        self._count: memoryview | None = None  # the bell's words while running
+        self._words = bell.words
         self._seen = 0  # replies received
         self._next = 0
         self.pending: dict[int, tuple[object, int]] = {}  # request id -> (key, kind)
@@ -105,8 +105,7 @@ class Helper:
             theirs.close()
         ours.setblocking(False)
         self._sock = ours
-        self._count = self._bell.words()
-        self._seen = self._count[REPLIES]
+        self._seen = self._words[REPLIES]
         return True
 
     @property
@@ -120,8 +119,7 @@ class Helper:
 
     def ready(self) -> bool:
         """Replies wait to be collected (no system call: a read of shared memory)."""
-        count = self._count
-        return count is not None and count[REPLIES] != self._seen
+        return self._sock is not None and self._words[REPLIES] != self._seen
 
     def submit_sync(self, fd: int, key: object) -> None:
         """Ask for ``fdatasync(fd)`` (the helper gets a duplicate of the descriptor; a sync
@@ -210,9 +208,6 @@ class Helper:
             self._sock.close()
             self._sock = None
         self._reap()
-        if self._count is not None:
-            self._count.release()
-            self._count = None
 
     def _reap(self) -> None:
         proc, self._proc = self._proc, None
@@ -235,14 +230,11 @@ class Bell:
         except OSError:
             os.close(self.fd)
             raise
-        self._words = self.words()
+        self.words = memoryview(self.map).cast("Q")
         weakref.finalize(self, os.close, self.fd)  # the mapping closes itself
 
-    def words(self) -> memoryview:
-        return memoryview(self.map).cast("Q")
-
     def ring(self, word: int) -> None:
-        self._words[word] += 1
+        self.words[word] += 1
 
 
 def _unpack_files(msg: memoryview, at: int) -> list[bytes | None]:
