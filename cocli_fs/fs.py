@@ -379,12 +379,13 @@ class Operations(pyfuse3.Operations):
         return attr
 
     async def _load_base(self, target: str, tags: bool) -> None:
-        """Read an entity's base files in a worker thread and keep them parsed (the parse
-        needs the GIL; it stays here). A field write's lookup is the first to need them, and
-        cold, that read stopped the event loop — every other writer's request — for the disk
-        (300,000 entities, 16 writers: about 70 us per first visit), and spent the kernel's part
-        of three system calls on the loop's thread. If the entity changed meanwhile, or the
-        read failed, the caller's own read runs as before."""
+        """Read an entity's base files without waiting for the disk on the loop and keep them
+        parsed (the parse needs the GIL; it stays here). A field write's lookup is the first
+        to need them, and cold, that read stopped the event loop — every other writer's
+        request — for the disk (300,000 entities, 16 writers: about 70 us per first visit).
+        ``offload.read_files`` reads them here when the page cache has them, else in the
+        helper process. If the entity changed meanwhile, or the read failed, the caller's own
+        read runs as before."""
         gen = self.views.generation(target)
         try:
             files = await offload.read_files(self.state.base_paths(target, tags))

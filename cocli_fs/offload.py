@@ -23,7 +23,9 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
+from . import pagecache
 from .helper import THREADS, Bell, Helper, HelperLost, TooLarge, read_file
+from .pagecache import NotCached
 
 T = TypeVar("T")
 
@@ -175,7 +177,10 @@ async def fdatasync(fd: int) -> None:
 
 async def read_files(paths: list[str]) -> list[bytes | None]:
     """The contents of small files (None where a path names no file), read without stopping
-    the event loop: in the helper process or a worker thread. Raises OSError."""
+    the event loop: at once when the kernel's caches hold them (``pagecache``), else in the
+    helper process or a worker thread. Raises OSError."""
+    with contextlib.suppress(NotCached):
+        return pagecache.read_files(paths)
     try:
         files: list[bytes | None] = await _via_helper(
             lambda helper, key: helper.submit_read(paths, key))

@@ -24,8 +24,8 @@ reads ``_index.md`` (``tags.lst`` only for the field ``tags``). The child asks t
 at once (``wanted``, ``POSIX_FADV_WILLNEED``), a round trip before that lookup comes (several
 when concurrent writers queue). Measured when the loop itself did that read (20,000
 entities, 16 writers, first visits: 2.2–2.4 s → 1.6–1.9 s for 2,000 writes, three runs each,
-alternating); the read is now in a worker thread (``Operations._load_base``), which the hint
-still spares the wait for the disk.
+alternating). That read now leaves the loop when the page cache lacks the file
+(``Operations._load_base``, ``offload.read_files``); the hint makes it more often there.
 """
 
 from __future__ import annotations

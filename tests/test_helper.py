@@ -15,7 +15,14 @@ import trio
 import trio.testing
 
 from cocli_fs import helper as helper_mod
-from cocli_fs import offload
+from cocli_fs import offload, pagecache
+
+
+@pytest.fixture(autouse=True)
+def _reads_leave_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files these tests just wrote are in the page cache, and ``read_files`` would read
+    them on the loop itself (``pagecache``); here the reads must go to the helper."""
+    monkeypatch.setattr(pagecache.READER, "enabled", False)
 
 
 async def _started() -> offload.Completions:

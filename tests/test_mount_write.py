@@ -335,14 +335,16 @@ def test_tags_set_through_fields_show_at_once_in_a_cached_tags_lst(m: Mount, ent
 
 def test_writes_go_on_when_the_helper_process_is_killed(tmp_path: Path) -> None:
     """The journal's fsyncs and the first base reads go through a helper process
-    (``cocli_fs/helper.py``); kill -9 it while writers are busy: every close() still returns
-    once its record is durable, now by worker threads, and the mount stays up."""
+    (``cocli_fs/helper.py``; the reads here too, though the page cache has the files:
+    ``COCLI_FS_NO_CACHED_READS``); kill -9 it while writers are busy: every close() still
+    returns once its record is durable, now by worker threads, and the mount stays up."""
     import threading
 
     import psutil
 
     sample_data(tmp_path / "data", 12)
-    with Mount(tmp_path / "data", tmp_path / "mnt", node="a") as mount:
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a",
+               env={"COCLI_FS_NO_CACHED_READS": "1"}) as mount:
         assert mount.proc is not None
         helpers = [p for p in psutil.Process(mount.proc.pid).children()
                    if "cocli_fs.helper" in " ".join(p.cmdline())]
@@ -380,7 +382,8 @@ def test_writes_go_on_when_the_helper_process_is_killed(tmp_path: Path) -> None:
 def test_the_poll_for_the_next_request_ends_when_a_call_finishes(tmp_path: Path) -> None:
     """pyfuse3 patch change 8. After each reply the receive loop polls for the next request
     (``poll_spin_us``), and trio runs nothing meanwhile. A lone writer's field write waits
-    for the helper process (the entity's first read) and, the day's first, for a worker thread
+    for the helper process (the journal's sync, and the entity's first read: not from the
+    page cache here, ``COCLI_FS_NO_CACHED_READS``) and, the day's first, for a worker thread
     (the journal file's open); nothing else comes to end the poll. It must end when those
     calls finish, not run out its time: with a 4 s poll, each write would take 4 s or more."""
     import pyfuse3
@@ -390,7 +393,8 @@ def test_the_poll_for_the_next_request_ends_when_a_call_finishes(tmp_path: Path)
     slugs = sample_data(tmp_path / "data", 8)
     cfg = tmp_path / "config.toml"
     cfg.write_text("[mount]\npoll_spin_us = 4000000\n")
-    with Mount(tmp_path / "data", tmp_path / "mnt", node="a", config=cfg) as mount:
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a", config=cfg,
+               env={"COCLI_FS_NO_CACHED_READS": "1"}) as mount:
         took = []
         for s in slugs:
             t0 = time.monotonic()

@@ -1,0 +1,125 @@
+"""Reads that the kernel's caches answer at once, or not at all (``cocli_fs/pagecache.py``),
+and ``offload.read_files``, which tries them before it sends a read off the event loop."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from cocli_fs import offload, pagecache
+from cocli_fs.pagecache import NotCached, Reader
+
+
+def _resident_pages(path: Path) -> int:
+    """How many of the file's pages are in the page cache: ``mincore`` of a mapping, which
+    reads nothing in (a ``preadv2`` probe would start reading the file)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value)
+        try:
+            vec = (ctypes.c_ubyte * pages)()
+            assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
+            return sum(v & 1 for v in vec)
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+def _evict(path: Path) -> bool:
+    """Drop the file's pages from the page cache; False when this file system keeps them
+    (tmpfs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return _resident_pages(path) == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 700, mmap.PAGESIZE, 3 * mmap.PAGESIZE + 5,
+                                  (1 << 16) + 3, 200_000])
+def test_a_cached_file_is_read_whole(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    f = tmp_path / "f"
+    f.write_bytes(data)  # just written: its pages and its name are cached
+    assert Reader().read(str(f)) == data
+
+
+def test_a_name_the_cache_knows_is_missing_is_none(tmp_path: Path) -> None:
+    assert not (tmp_path / "missing").exists()  # the lookup leaves a negative entry
+    (tmp_path / "file").write_bytes(b"x")
+    assert pagecache.read_files([str(tmp_path / "missing"), str(tmp_path / "file")]) == [
+        None, b"x"]
+    # Whatever the cache says of a path below a file, read_files answers None.
+    assert trio.run(offload.read_files, [str(tmp_path / "file" / "under-a-file")]) == [None]
+
+
+def test_pages_not_in_the_cache_are_not_waited_for(tmp_path: Path) -> None:
+    f = tmp_path / "cold"
+    f.write_bytes(b"front: matter\n" * 100)
+    if not _evict(f):
+        pytest.skip("this file system keeps the pages (tmpfs)")
+    with pytest.raises(NotCached):
+        pagecache.read_files([str(f)])
+    # offload.read_files then reads it off the loop (a worker thread here: no helper).
+    assert trio.run(offload.read_files, [str(f)]) == [b"front: matter\n" * 100]
+
+
+def test_a_file_larger_than_the_limit_is_left_to_the_caller(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pagecache, "LIMIT", 1 << 16)
+    f = tmp_path / "big"
+    f.write_bytes(b"y" * (1 << 18))
+    with pytest.raises(NotCached):
+        Reader().read(str(f))
+
+
+def test_a_folder_is_left_to_the_read_off_the_loop(tmp_path: Path) -> None:
+    r = Reader()
+    with pytest.raises(NotCached):  # preadv2(RWF_NOWAIT) of a folder: EOPNOTSUPP
+        r.read(str(tmp_path))
+    assert r.enabled  # files are still read here
+    with pytest.raises(OSError) as exc:
+        trio.run(offload.read_files, [str(tmp_path)])
+    assert exc.value.errno == errno.EISDIR
+
+
+def test_a_kernel_without_openat2_turns_the_reads_off(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    r = Reader()
+
+    def no_openat2(*_: object) -> int:
+        ctypes.set_errno(errno.ENOSYS)
+        return -1
+
+    r._syscall = no_openat2  # type: ignore[assignment]
+    with pytest.raises(NotCached):
+        r.read(str(tmp_path / "f"))
+    assert not r.enabled
+    with pytest.raises(NotCached):  # from now on without trying
+        r.read(str(tmp_path / "f"))
+
+
+def test_the_environment_turns_the_reads_off(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    monkeypatch.setenv("COCLI_FS_NO_CACHED_READS", "1")
+    with pytest.raises(NotCached):
+        Reader().read(str(tmp_path / "f"))
