@@ -26,6 +26,7 @@ import stat
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture
 _AT_FDCWD = -100
 _RESOLVE_CACHED = 0x20
+NOATIME = getattr(os, "O_NOATIME", 0)
 LIMIT = 1 << 20  # a larger file is not worth holding the loop for: NotCached
 
 
@@ -48,7 +49,11 @@ class Reader:
         # invite a worker thread to take it for its whole switch interval.
         self._syscall = ctypes.PyDLL(None, use_errno=True).syscall
         self._syscall.restype = ctypes.c_long
-        how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+        # O_NOATIME, as ``helper.read_file``: reading a base to parse it is not a user's read
+        # (and on a file never read since it was written, relatime would update the atime,
+        # an ext4 journal transaction on the loop's thread). Dropped for good when refused
+        # (EPERM: not our file, no CAP_FOWNER).
+        how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | NOATIME, 0, _RESOLVE_CACHED)
         self._how = how  # keeps the struct alive for the pointer below
         self._how_ref = ctypes.byref(how)
         self._how_size = ctypes.sizeof(how)
@@ -58,10 +63,13 @@ class Reader:
         """The file's bytes, None when the cached path names no file; NotCached otherwise."""
         if not self.enabled:
             raise NotCached()
-        fd = self._syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), self._how_ref,
-                           self._how_size)
+        name = os.fsencode(path)
+        fd = self._syscall(_SYS_OPENAT2, _AT_FDCWD, name, self._how_ref, self._how_size)
         if fd < 0:
             err = ctypes.get_errno()
+            if err == errno.EPERM and self._how.flags & NOATIME:
+                self._how.flags &= ~NOATIME
+                return self.read(path)
             if err in (errno.ENOENT, errno.ENOTDIR):
                 return None  # a negative dentry answered: no such file
             if err in (errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.E2BIG):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from cocli_fs import helper as helper_mod
 from cocli_fs import offload, pagecache
 from cocli_fs.pagecache import NotCached, Reader
 
@@ -123,3 +124,18 @@ def test_the_environment_turns_the_reads_off(tmp_path: Path,
     monkeypatch.setenv("COCLI_FS_NO_CACHED_READS", "1")
     with pytest.raises(NotCached):
         Reader().read(str(tmp_path / "f"))
+
+
+def test_reading_a_base_leaves_its_atime(tmp_path: Path) -> None:
+    """Parsing a base is not a user's read: neither reader moves the atime (``O_NOATIME``),
+    which relatime would on a file not read since it was written."""
+    f = tmp_path / "_index.md"
+    f.write_bytes(b"---\nname: Acme\n---\n")
+    st = f.stat()
+    os.utime(f, ns=(st.st_mtime_ns - 10**9, st.st_mtime_ns))
+    assert Reader().read(str(f)) == b"---\nname: Acme\n---\n"
+    assert helper_mod.read_file(str(f)) == b"---\nname: Acme\n---\n"
+    assert f.stat().st_atime_ns == st.st_mtime_ns - 10**9
+    with open(f, "rb") as fh:  # an ordinary read does move it (the check can fail)
+        fh.read()
+    assert f.stat().st_atime_ns > st.st_mtime_ns - 10**9
