@@ -28,7 +28,7 @@ import pyfuse3
 import trio
 
 from . import config as config_mod
-from . import fusepatch, offload
+from . import fusepatch, offload, pagecache
 from .control import ControlServer
 from .fs import Operations
 from .routing import Router
@@ -127,6 +127,7 @@ async def serve(
             "running": helper is not None and helper.alive,
             "restarts": helper.restarts if helper is not None else 0,
         }
+        info["cached_reads"] = pagecache.status()
         return info
 
     control.register("status", status)

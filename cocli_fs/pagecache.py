@@ -58,18 +58,29 @@ class Reader:
         self._how_ref = ctypes.byref(how)
         self._how_size = ctypes.sizeof(how)
         self._buf = bytearray(1 << 16)
+        self.hits = 0  # reads answered here (``status``: ``cached_reads``)
+        self.misses = 0  # reads left to the caller (NotCached), while enabled
 
     def read(self, path: str) -> bytes | None:
         """The file's bytes, None when the cached path names no file; NotCached otherwise."""
         if not self.enabled:
             raise NotCached()
+        try:
+            data = self._read(path)
+        except NotCached:
+            self.misses += 1
+            raise
+        self.hits += 1
+        return data
+
+    def _read(self, path: str) -> bytes | None:
         name = os.fsencode(path)
         fd = self._syscall(_SYS_OPENAT2, _AT_FDCWD, name, self._how_ref, self._how_size)
         if fd < 0:
             err = ctypes.get_errno()
             if err == errno.EPERM and self._how.flags & NOATIME:
                 self._how.flags &= ~NOATIME
-                return self.read(path)
+                return self._read(path)
             if err in (errno.ENOENT, errno.ENOTDIR):
                 return None  # a negative dentry answered: no such file
             if err in (errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.E2BIG):
@@ -117,3 +128,8 @@ def read_files(paths: list[str]) -> list[bytes | None]:
     OSError, as the same read off the loop would."""
     read = READER.read
     return [read(p) for p in paths]
+
+
+def status() -> dict[str, object]:
+    """``cocli-fs status``'s ``cached_reads``: on or off, and how the reads went."""
+    return {"enabled": READER.enabled, "hits": READER.hits, "misses": READER.misses}

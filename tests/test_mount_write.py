@@ -402,3 +402,28 @@ def test_the_poll_for_the_next_request_ends_when_a_call_finishes(tmp_path: Path)
             took.append(time.monotonic() - t0)
         assert max(took) < 2.0, took
         assert sorted(r.value for r in records(mount) if r.field == "phone") == sorted(slugs)
+
+
+def test_a_first_write_reads_the_cached_base_on_the_loop(tmp_path: Path) -> None:
+    """The entities were just written, so their ``_index.md`` is in the page cache: each
+    first field write reads it on the event loop (``pagecache``), not in the helper, and
+    ``status`` counts that (``cached_reads``). Turned off, the same writes go through the
+    helper with the same results."""
+    from cocli_fs import control
+
+    slugs = sample_data(tmp_path / "data", 4)
+    for field, env in (("phone", {}), ("pager", {"COCLI_FS_NO_CACHED_READS": "1"})):
+        with Mount(tmp_path / "data", tmp_path / f"mnt-{field}", node="a", env=env) as mount:
+            for s in slugs:  # first visits: nothing of the entity read before
+                mount.path("companies", s, "_fields", field).write_text(f"+1 {s}\n")
+            for s in slugs:
+                assert f"{field}: +1 {s}" in mount.path("companies", s, "_index.md").read_text()
+            st = control.request(mount.data / ".cocli-fs", "status", timeout=10)
+            assert st is not None
+            if env:
+                assert st["cached_reads"] == {"enabled": False, "hits": 0, "misses": 0}
+            else:
+                assert st["cached_reads"]["enabled"]
+                assert st["cached_reads"]["hits"] >= len(slugs)
+            assert sorted(r.target for r in records(mount) if r.field == field) == sorted(
+                f"companies/{s}" for s in slugs)
