@@ -53,7 +53,10 @@ class Reader:
         # (and on a file never read since it was written, relatime would update the atime,
         # an ext4 journal transaction on the loop's thread). Dropped for good when refused
         # (EPERM: not our file, no CAP_FOWNER).
-        how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | NOATIME, 0, _RESOLVE_CACHED)
+        # O_NONBLOCK: opening a FIFO put in the store under a base's name must not wait for
+        # a writer (it has no effect on a regular file's reads).
+        how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | NOATIME, 0,
+                       _RESOLVE_CACHED)
         self._how = how  # keeps the struct alive for the pointer below
         self._how_ref = ctypes.byref(how)
         self._how_size = ctypes.sizeof(how)
@@ -101,13 +104,13 @@ class Reader:
             except BlockingIOError:
                 raise NotCached() from None
             except OSError as exc:
-                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-                    # Not a regular file (a folder: the read off the loop says EISDIR), or
-                    # a file system that cannot say "not cached": then none of it can.
-                    if stat.S_ISREG(os.fstat(fd).st_mode):
-                        self.enabled = False
-                    raise NotCached() from None
-                raise
+                # Not a regular file (a folder, a FIFO: the read off the loop gives the
+                # error or waits), a read error (the same), or a file system that cannot
+                # say "not cached": then none of its files can.
+                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL) and stat.S_ISREG(
+                        os.fstat(fd).st_mode):
+                    self.enabled = False
+                raise NotCached() from None
             chunks.append(bytes(buf[:n]))
             at += n
             # A read ends inside a page only at the end of the file; one that ends on a page

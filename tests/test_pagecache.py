@@ -7,6 +7,8 @@ import ctypes
 import errno
 import mmap
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import trio
 from cocli_fs import helper as helper_mod
 from cocli_fs import offload, pagecache
 from cocli_fs.pagecache import NotCached, Reader
+from tests.mounting import ROOT
 
 
 def _resident_pages(path: Path) -> int:
@@ -100,6 +103,24 @@ def test_a_folder_is_left_to_the_read_off_the_loop(tmp_path: Path) -> None:
     with pytest.raises(OSError) as exc:
         trio.run(offload.read_files, [str(tmp_path)])
     assert exc.value.errno == errno.EISDIR
+
+
+def test_a_fifo_is_left_to_the_read_off_the_loop(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer; the loop must not. In a child
+    process: such a wait holds the GIL (the open is a PyDLL call), so a thread could not
+    even time it out."""
+    fifo = tmp_path / "_index.md"
+    os.mkfifo(fifo)
+    code = ("import sys; from cocli_fs.pagecache import Reader, NotCached\n"
+            "r = Reader()\n"
+            "try:\n    r.read(sys.argv[1])\nexcept NotCached:\n"
+            "    print('not cached', r.enabled)\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True,
+                             text=True, timeout=10, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the read of a FIFO waited for a writer")
+    assert out.stdout == "not cached True\n", out.stderr
 
 
 def test_a_kernel_without_openat2_turns_the_reads_off(tmp_path: Path) -> None:
