@@ -23,6 +23,7 @@ import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -991,7 +992,10 @@ class Operations(pyfuse3.Operations):
                 await self._commit(h.node, h.route, bytes(h.buf))
         elif isinstance(h, RealHandle):
             try:
-                await trio.to_thread.run_sync(os.fsync, h.fd)
+                # offload.in_thread, not trio.to_thread: its result ends the receive loop's
+                # poll for the next request (pyfuse3 patch change 8), which a lone
+                # editor's next request would otherwise wait out.
+                await offload.in_thread(partial(os.fsync, h.fd))
             except OSError as exc:
                 raise FUSEError(exc.errno or errno.EIO) from None
 
@@ -1114,7 +1118,7 @@ class Operations(pyfuse3.Operations):
             raise refuse(errno.EISDIR, what, "a folder cannot replace a routed file")
         if target_of(src.parts) != target_of(dst.parts) and r_src in ROUTED:
             pass  # copying another entity's view is a plain write of its bytes
-        data = await trio.to_thread.run_sync(self._content, src)
+        data = await offload.in_thread(partial(self._content, src))  # as fsync's
         if r_src is Route.FIELD and r_dst is Route.FIELD and src.parts[:3] == dst.parts[:3]:
             # mv _fields/a _fields/b: b takes a's value, a is deleted, as one write.
             target = target_of(src.parts)

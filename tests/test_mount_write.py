@@ -404,6 +404,44 @@ def test_the_poll_for_the_next_request_ends_when_a_call_finishes(tmp_path: Path)
         assert sorted(r.value for r in records(mount) if r.field == "phone") == sorted(slugs)
 
 
+def test_a_plain_files_fsync_and_a_rename_over_a_routed_file_end_the_poll(
+        tmp_path: Path) -> None:
+    """As above, for the two calls a request hands to a worker thread: the ``fsync`` of a
+    plain file (an editor saving a note) and the read of a file renamed over a routed one
+    (``sed -i``). With a 4 s poll each would take 4 s or more if its result did not end it."""
+    import pyfuse3
+
+    if not getattr(pyfuse3, "COCLI_FS_PATCH", ""):
+        pytest.skip("needs the patched pyfuse3 (scripts/build-pyfuse3)")
+    slugs = sample_data(tmp_path / "data", 2)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[mount]\npoll_spin_us = 4000000\n")
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a", config=cfg) as mount:
+        notes = mount.path("companies", slugs[0], "notes")
+        notes.mkdir()
+        took = []
+        for i in range(4):
+            fd = os.open(notes / f"n{i}.md", os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, b"met them\n")
+                t0 = time.monotonic()
+                os.fsync(fd)
+                took.append(time.monotonic() - t0)
+            finally:
+                os.close(fd)
+        for i, s in enumerate(slugs):
+            ent = mount.path("companies", s)
+            tmp = ent / f".tmp-{i}"
+            tmp.write_text(ent.joinpath("_index.md").read_text().replace(
+                "---\n", f"---\nfax: '{i}'\n", 1))
+            t0 = time.monotonic()
+            os.replace(tmp, ent / "_index.md")
+            took.append(time.monotonic() - t0)
+        assert max(took) < 2.0, took
+        assert (notes / "n3.md").read_text() == "met them\n"
+        assert sorted(r.value for r in records(mount) if r.field == "fax") == ["0", "1"]
+
+
 def test_a_first_write_reads_the_cached_base_on_the_loop(tmp_path: Path) -> None:
     """The entities were just written, so their ``_index.md`` is in the page cache: each
     first field write reads it on the event loop (``pagecache``), not in the helper, and
