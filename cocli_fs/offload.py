@@ -25,7 +25,6 @@ import trio
 
 from . import pagecache
 from .helper import THREADS, Bell, Helper, HelperLost, TooLarge, read_file
-from .pagecache import NotCached
 
 T = TypeVar("T")
 
@@ -179,7 +178,7 @@ async def read_files(paths: list[str]) -> list[bytes | None]:
     """The contents of small files (None where a path names no file), read without stopping
     the event loop: at once when the kernel's caches hold them (``pagecache``), else in the
     helper process or a worker thread. Raises OSError."""
-    with contextlib.suppress(NotCached):
+    with contextlib.suppress(pagecache.NotCached):
         return pagecache.read_files(paths)
     try:
         files: list[bytes | None] = await _via_helper(

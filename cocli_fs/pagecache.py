@@ -127,8 +127,8 @@ READER = Reader()
 
 def read_files(paths: list[str]) -> list[bytes | None]:
     """The contents of small files (None where a path names no file), read on the calling
-    thread only if no read can wait for the disk; NotCached otherwise. Other errors raise
-    OSError, as the same read off the loop would."""
+    thread only if no read can wait for the disk; NotCached otherwise, also for a read that
+    fails (the read off the loop then gives the error)."""
     read = READER.read
     return [read(p) for p in paths]
 
