@@ -1118,7 +1118,14 @@ class Operations(pyfuse3.Operations):
             raise refuse(errno.EISDIR, what, "a folder cannot replace a routed file")
         if target_of(src.parts) != target_of(dst.parts) and r_src in ROUTED:
             pass  # copying another entity's view is a plain write of its bytes
-        data = await offload.in_thread(partial(self._content, src))  # as fsync's
+        if r_src in ROUTED:
+            # A view: rendered from memory (at most one base read), and the views belong to
+            # the loop's thread (their LRU caches must not change under it from a worker).
+            data = self._content(src)
+        else:
+            # An editor's temp file, of any size, maybe cold: read off the loop (through
+            # offload, whose result ends the receive loop's poll, as fsync's).
+            data = await offload.in_thread(partial(self._read_real, src.parts))
         if r_src is Route.FIELD and r_dst is Route.FIELD and src.parts[:3] == dst.parts[:3]:
             # mv _fields/a _fields/b: b takes a's value, a is deleted, as one write.
             target = target_of(src.parts)

@@ -333,6 +333,25 @@ def test_tags_set_through_fields_show_at_once_in_a_cached_tags_lst(m: Mount, ent
     assert os.stat(ent / "tags.lst").st_size == sum(len(t) + 1 for t in tags)
 
 
+def test_mv_of_a_field_renames_it_in_one_write(m: Mount, ent: Path) -> None:
+    """``mv _fields/a _fields/b``: b takes a's value and a is deleted, two records of one
+    write; the base ``_index.md`` in the store is untouched. Renaming a view onto another
+    routed file reads the view on the loop (the views belong to it)."""
+    before = base_text(m, ent)
+    (ent / "_fields" / "phone").write_text("+1 555 0100\n")
+    subprocess.run(["mv", str(ent / "_fields" / "phone"), str(ent / "_fields" / "mobile")],
+                   check=True)
+    assert (ent / "_fields" / "mobile").read_text() == "+1 555 0100\n"
+    assert not (ent / "_fields" / "phone").exists()
+    assert "mobile: +1 555 0100" in (ent / "_index.md").read_text()
+    assert "phone:" not in (ent / "_index.md").read_text()
+    got = [(r.field, r.value, r.tombstone) for r in records(m, target(ent))
+           if r.field in ("phone", "mobile")]
+    assert got == [("phone", "+1 555 0100", False), ("mobile", "+1 555 0100", False),
+                   ("phone", "", True)]
+    assert base_text(m, ent) == before
+
+
 def test_writes_go_on_when_the_helper_process_is_killed(tmp_path: Path) -> None:
     """The journal's fsyncs and the first base reads go through a helper process
     (``cocli_fs/helper.py``; the reads here too, though the page cache has the files:
