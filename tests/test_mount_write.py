@@ -426,8 +426,8 @@ def test_the_poll_for_the_next_request_ends_when_a_call_finishes(tmp_path: Path)
 def test_a_plain_files_fsync_and_a_rename_over_a_routed_file_end_the_poll(
         tmp_path: Path) -> None:
     """As above, for the two calls a request hands to a worker thread: the ``fsync`` of a
-    plain file (an editor saving a note) and the read of a file renamed over a routed one
-    (``sed -i``). With a 4 s poll each would take 4 s or more if its result did not end it."""
+    plain file (an editor saving a note) and the read of a temp file renamed over a routed
+    one (``sed -i``). With a 4 s poll each would take 4 s or more if its result did not end it."""
     import pyfuse3
 
     if not getattr(pyfuse3, "COCLI_FS_PATCH", ""):
