@@ -1106,9 +1106,6 @@ class Operations(pyfuse3.Operations):
             self._move_plain(src, dst, r_dst)
         self.table.move(src, p_new, s_new)
 
-    def _content(self, node: Node) -> bytes:
-        return self._current_bytes(node)
-
     async def _rename_onto_routed(self, src: Node, r_src: Route, dst: Node, r_dst: Route,
                                   what: str) -> None:
         """A file renamed over _index.md / tags.lst / _fields/x is a write to that file."""
@@ -1118,13 +1115,12 @@ class Operations(pyfuse3.Operations):
             raise refuse(errno.EISDIR, what, "a folder cannot replace a routed file")
         if target_of(src.parts) != target_of(dst.parts) and r_src in ROUTED:
             pass  # copying another entity's view is a plain write of its bytes
-        if r_src in ROUTED:
-            # A view: rendered from memory (at most one base read), and the views belong to
-            # the loop's thread (their LRU caches must not change under it from a worker).
-            data = self._content(src)
-        else:
-            # An editor's temp file, of any size, maybe cold: read off the loop (through
-            # offload, whose result ends the receive loop's poll, as fsync's).
+        # _current_bytes split in two: a view is rendered on the loop (the views belong to
+        # it; their LRU caches must not change under it from a worker), a file's bytes (an
+        # editor's temp file, or a base served as it is; any size, maybe cold) are read off
+        # it, through offload, whose result ends the receive loop's poll, as fsync's.
+        data = self._synth(src) if r_src in ROUTED else None
+        if data is None:
             data = await offload.in_thread(partial(self._read_real, src.parts))
         if r_src is Route.FIELD and r_dst is Route.FIELD and src.parts[:3] == dst.parts[:3]:
             # mv _fields/a _fields/b: b takes a's value, a is deleted, as one write.
@@ -1182,7 +1178,7 @@ class Operations(pyfuse3.Operations):
         the view stays (it is the entity's state, not a file to move)."""
         if r_src is Route.FIELD and r_dst is not Route.SCRATCH:
             raise refuse(errno.EPERM, what, "a field can only be renamed within _fields/")
-        data = self._content(src)
+        data = self._current_bytes(src)
         if r_dst is Route.SCRATCH:
             p = self.scratch.add(dst.parts, pending=False)
         elif os.path.lexists(self.data.joinpath(*src.parts)) and not self._buffered(src, r_src):
