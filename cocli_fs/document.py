@@ -108,6 +108,12 @@ class BaseDoc:
     # _index.md: tags.lst is read when something asks for all fields or for tags.
     tags_read: bool = True
 
+    def packed(self) -> tuple[Any, ...]:
+        """The fields in declaration order, for ``BaseDoc(*packed)`` in another process
+        (``helper.BASE``: marshal carries plain types only)."""
+        return (self.front_text, self.front, self.body, self.tags, self.has_index,
+                self.tags_read)
+
     @cached_property
     def chunks(self) -> dict[str, str] | None:
         """The front matter's text per top-level key, or None when it cannot be cut. Cut on
@@ -188,6 +194,41 @@ def parse_index(text: str) -> BaseDoc:
 
 def parse_tags(text: str) -> list[str]:
     return [t.strip() for t in text.splitlines() if t.strip()]
+
+
+def decode_text(data: bytes) -> str:
+    """A file's bytes as text with universal newlines; DocumentError when not UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A broken base, as invalid YAML is (shown_base): never an error out of a request.
+        raise DocumentError(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def shown_base_of(files: list[bytes | None], tags: bool) -> tuple[BaseDoc, list[tuple[str, str]]]:
+    """The base document to show from the bytes of ``_index.md`` and, with ``tags``,
+    ``tags.lst`` (None: no such file), and what the log should say about a file it could not
+    use, as (file name, why). A broken ``_index.md`` must not hide the overlay, so it counts as
+    empty; a ``tags.lst`` that is not text counts as none, so it does not hide the fields of
+    ``_index.md``. Pure: the helper process runs it for the event loop (``helper.BASE``)."""
+    problems: list[tuple[str, str]] = []
+    tags_text = None
+    if len(files) > 1 and files[1] is not None:
+        try:
+            tags_text = decode_text(files[1])
+        except DocumentError as exc:
+            problems.append((TAGS_FILE, str(exc)))
+    try:
+        index = files[0]
+        doc = load_base(decode_text(index) if index is not None else None, tags_text)
+    except DocumentError as exc:
+        problems.append((INDEX, str(exc)))
+        return BaseDoc(), problems
+    doc.tags_read = tags
+    return doc, problems
 
 
 def load_base(index_text: str | None, tags_text: str | None) -> BaseDoc:

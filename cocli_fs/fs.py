@@ -39,7 +39,7 @@ from .listings import Listings
 from .record import RecordError, check_text
 from .routing import FIELD_RE, SLUG_RE, PathError, Route, Router, check_name, target_of
 from .scratch import Scratch
-from .state import NodeState
+from .state import NodeState, log_base_problems
 from .views import EntityView, Views
 from .walkahead import ReadAhead
 
@@ -380,21 +380,21 @@ class Operations(pyfuse3.Operations):
         return attr
 
     async def _load_base(self, target: str, tags: bool) -> None:
-        """Read an entity's base files without waiting for the disk on the loop and keep them
-        parsed (the parse needs the GIL; it stays here). A field write's lookup is the first
-        to need them, and cold, that read stopped the event loop — every other writer's
-        request — for the disk (300,000 entities, 16 writers: about 70 us per first visit).
-        ``offload.read_files`` reads them here when the page cache has them, else in the
-        helper process. If the entity changed meanwhile, or the read failed, the caller's own
-        read runs as before."""
+        """Read and parse an entity's base files without waiting for the disk on the loop,
+        and keep the parsed base. A field write's lookup is the first to need them, and cold,
+        that read stopped the event loop — every other writer's request — for the disk
+        (300,000 entities, 16 writers: about 70 us per first visit). ``offload.load_base``
+        reads and parses them here when the page cache has them, else in the helper process.
+        If the entity changed meanwhile, or the read failed, the caller's own read runs as
+        before."""
         gen = self.views.generation(target)
         try:
-            files = await offload.read_files(self.state.base_paths(target, tags))
-            texts = self.state.base_texts_of(target, files)
-        except (OSError, DocumentError):
-            return  # the caller's read on the loop shows a broken base as empty
+            base, problems = await offload.load_base(self.state.base_paths(target, tags), tags)
+        except OSError:
+            return  # the caller's read on the loop raises it where it is answered
+        log_base_problems(target, problems)
         if self.views.generation(target) == gen:
-            self.views.put_base(target, self.state.shown_base(target, tags, texts))
+            self.views.put_base(target, base)
 
     async def forget(self, inode_list: Iterable[tuple[pyfuse3.InodeT, int]]) -> None:
         for ino, n in inode_list:

@@ -24,6 +24,7 @@ import outcome
 import trio
 
 from . import pagecache
+from .document import BaseDoc, shown_base_of
 from .helper import THREADS, Bell, Helper, HelperLost, TooLarge, read_file
 
 T = TypeVar("T")
@@ -187,6 +188,22 @@ async def read_files(paths: list[str]) -> list[bytes | None]:
     except (HelperLost, TooLarge):
         pass
     return await in_thread(partial(_read_files, paths))
+
+
+async def load_base(paths: list[str], tags: bool) -> tuple[BaseDoc, list[tuple[str, str]]]:
+    """``document.shown_base_of`` for an entity's base files (``NodeState.base_paths``),
+    without stopping the event loop for the disk: read and parsed here when the kernel's
+    caches hold them (``pagecache``), else read and parsed in the helper process, else read
+    in a worker thread and parsed here. Raises OSError."""
+    with contextlib.suppress(pagecache.NotCached):
+        return shown_base_of(pagecache.read_files(paths), tags)
+    try:
+        res: tuple[BaseDoc, list[tuple[str, str]]] = await _via_helper(
+            lambda helper, key: helper.submit_base(paths, tags, key))
+        return res
+    except (HelperLost, TooLarge):
+        pass
+    return shown_base_of(await in_thread(partial(_read_files, paths)), tags)
 
 
 def _read_files(paths: list[str]) -> list[bytes | None]:

@@ -22,7 +22,17 @@ from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
 from .config import Config
 from .dirty import DirtySet
-from .document import TOMBSTONE, BaseDoc, Change, DocumentError, load_base, merge, parse_tags
+from .document import (
+    TOMBSTONE,
+    BaseDoc,
+    Change,
+    DocumentError,
+    decode_text,
+    load_base,
+    merge,
+    parse_tags,
+    shown_base_of,
+)
 from .helper import read_file
 from .hlc import HybridClock
 from .journal import JournalWriter, ReplicaWriter, ScanReport, scan_wal_files
@@ -252,21 +262,17 @@ class NodeState:
 
     def base_texts(self, target: str, tags: bool = True) -> BaseTexts:
         """The texts of ``_index.md`` and (with ``tags``) ``tags.lst``, None where there is no
-        such file, read in the calling thread (``Operations._load_base`` reads the same files
-        off the event loop: ``base_paths``, ``base_texts_of``)."""
-        return self.base_texts_of(target, [read_file(p) for p in self.base_paths(target, tags)])
+        such file, read in the calling thread. DocumentError when ``_index.md`` is not UTF-8;
+        a tags.lst that is not text counts as none (the log says why)."""
+        files = [read_file(p) for p in self.base_paths(target, tags)]
+        index = decode_text(files[0]) if files[0] is not None else None
+        return index, _tags_text(target, files[1]) if len(files) > 1 else None
 
     def base_paths(self, target: str, tags: bool = True) -> list[str]:
-        """The files ``base_texts`` reads, for a caller that reads them elsewhere
-        (``offload.read_files``) and hands the bytes to ``base_texts_of``."""
+        """The files of an entity's base: ``_index.md`` and, with ``tags``, ``tags.lst`` (for
+        a caller that reads and parses them elsewhere: ``offload.load_base``)."""
         d = f"{self.data.root}/{target}/"  # str paths: pathlib costs microseconds per join
         return [d + "_index.md", d + "tags.lst"] if tags else [d + "_index.md"]
-
-    def base_texts_of(self, target: str, files: list[bytes | None]) -> BaseTexts:
-        """``base_texts`` from the bytes of ``base_paths`` (None: no such file).
-        DocumentError when ``_index.md`` is not UTF-8."""
-        index = _decode_text(files[0]) if files[0] is not None else None
-        return index, _tags_text(target, files[1]) if len(files) > 1 else None
 
     def base_tags(self, target: str) -> list[str] | None:
         """tags.lst's tags (None: no tags.lst, or one that is not text), for a base read
@@ -274,16 +280,14 @@ class NodeState:
         text = _tags_text(target, read_file(f"{self.data.root}/{target}/tags.lst"))
         return parse_tags(text) if text is not None else None
 
-    def shown_base(self, target: str, tags: bool = True, texts: BaseTexts | None = None
-                   ) -> BaseDoc:
-        """The base document to show: a broken one must not hide the overlay, so it counts as
-        empty (the overlay alone is shown) and the log says why. ``texts``: already read
-        (``base_texts``)."""
-        try:
-            return _parse_base(texts, tags) if texts is not None else self.base(target, tags)
-        except DocumentError as exc:
-            log.error("%s/_index.md: %s", target, exc)
-            return BaseDoc()
+    def shown_base(self, target: str, tags: bool = True) -> BaseDoc:
+        """The base document to show (``document.shown_base_of``: a broken one counts as
+        empty, so it does not hide the overlay), read in the calling thread; the log says
+        what was broken."""
+        files = [read_file(p) for p in self.base_paths(target, tags)]
+        base, problems = shown_base_of(files, tags)
+        log_base_problems(target, problems)
+        return base
 
     def merged(self, target: str) -> tuple[BaseDoc, dict[str, Any]]:
         base = self.shown_base(target)
@@ -323,22 +327,16 @@ BaseTexts = tuple[str | None, str | None]
 """An entity's ``_index.md`` and ``tags.lst`` texts as read (None: no such file or not read)."""
 
 
+def log_base_problems(target: str, problems: list[tuple[str, str]]) -> None:
+    """Log what ``document.shown_base_of`` found broken in an entity's base files."""
+    for name, why in problems:
+        log.error("%s/%s: %s", target, name, why)
+
+
 def _parse_base(texts: BaseTexts, tags: bool) -> BaseDoc:
     doc = load_base(*texts)
     doc.tags_read = tags
     return doc
-
-
-def _decode_text(data: bytes) -> str:
-    """A file's bytes as text with universal newlines; DocumentError when not UTF-8."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A broken base, as invalid YAML is (shown_base): never an error out of a request.
-        raise DocumentError(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text
 
 
 def _tags_text(target: str, data: bytes | None) -> str | None:
@@ -347,7 +345,7 @@ def _tags_text(target: str, data: bytes | None) -> str | None:
     if data is None:
         return None
     try:
-        return _decode_text(data)
+        return decode_text(data)
     except DocumentError as exc:
         log.error("%s/tags.lst: %s", target, exc)
         return None

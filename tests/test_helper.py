@@ -16,6 +16,7 @@ import trio.testing
 
 from cocli_fs import helper as helper_mod
 from cocli_fs import offload, pagecache
+from cocli_fs.document import shown_base_of
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +57,50 @@ def test_sync_and_reads_are_answered_by_the_helper(tmp_path: Path) -> None:
         assert big == [b"x" * (helper_mod.MAX_REPLY + 10)]
         # Both went through the helper (its reply counter moved), none is left pending.
         assert c.helper._seen >= 3 and not c.helper.pending
+
+    trio.run(main)
+
+
+def test_a_base_is_read_and_parsed_by_the_helper_as_on_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``offload.load_base`` through the helper gives what ``shown_base_of`` gives in this
+    process, for a plain base, one without tags.lst, broken files and one too large; only
+    the one too large for a reply is parsed in this process."""
+    parsed_here: list[list[bytes | None]] = []
+
+    def counted(files: list[bytes | None], tags: bool) -> object:
+        parsed_here.append(files)
+        return shown_base_of(files, tags)
+
+    monkeypatch.setattr(offload, "shown_base_of", counted)
+    from cocli_fs import sample
+
+    ent = sample.write_tree(tmp_path, 1)[0]
+    d = tmp_path / "companies" / ent.slug
+    index, tags = str(d / "_index.md"), str(d / "tags.lst")
+    (tmp_path / "bad.md").write_bytes(b"---\nname: \xff\n---\n")
+    (tmp_path / "bad.lst").write_bytes(b"a\n\xfe\n")
+    (tmp_path / "yaml.md").write_text("---\nname: [\n---\n")
+    (tmp_path / "big.md").write_text("---\nname: x\n---\n" + "y" * helper_mod.MAX_REPLY)
+    cases = [([index, tags], True), ([index], False), ([str(tmp_path / "nothing.md")], False),
+             ([str(tmp_path / "bad.md"), tags], True), ([index, str(tmp_path / "bad.lst")], True),
+             ([str(tmp_path / "yaml.md")], False), ([str(tmp_path / "big.md")], False)]
+
+    async def main() -> None:
+        c = await _started()
+        assert c.helper is not None
+        for paths, with_tags in cases:
+            seen = c.helper._seen
+            base, problems = await offload.load_base(paths, with_tags)
+            assert c.helper._seen == seen + 1  # the helper answered (big.md: EFBIG)
+            want, want_problems = shown_base_of(
+                [Path(p).read_bytes() if Path(p).exists() else None for p in paths], with_tags)
+            assert base.packed() == want.packed() and problems == want_problems, paths
+        assert base.body.endswith("y" * 100)  # too large for a reply: read by a thread
+        assert len(parsed_here) == 1 and parsed_here[0][0] == (tmp_path / "big.md").read_bytes()
+        base, problems = await offload.load_base([index, str(tmp_path / "bad.lst")], True)
+        assert base.fields()["name"] == ent.name and base.tags is None
+        assert [name for name, _ in problems] == ["tags.lst"]
 
     trio.run(main)
 

@@ -9,7 +9,7 @@ import pytest
 
 from cocli_fs import sample
 from cocli_fs.config import Config
-from cocli_fs.document import TAGS, field_text
+from cocli_fs.document import TAGS, field_text, shown_base_of
 from cocli_fs.state import DataDir, NodeState
 from cocli_fs.views import Views
 
@@ -125,9 +125,11 @@ def test_reads_store_says_when_a_field_needs_the_files_and_put_base_answers_it(
     it hands over what that thread read: afterwards no read happens on the loop."""
     state, views, target, _ = setup
     assert views.reads_store(target, "name") and views.reads_store(target, TAGS)
-    texts = state.base_texts(target, tags=False)
-    assert texts[1] is None  # tags.lst not read without tags
-    views.put_base(target, state.shown_base(target, False, texts))
+    paths = state.base_paths(target, tags=False)
+    assert len(paths) == 1  # tags.lst not read without tags
+    base, problems = shown_base_of([Path(p).read_bytes() for p in paths], False)
+    assert problems == []
+    views.put_base(target, base)
     assert not views.reads_store(target, "name")
     assert views.reads_store(target, TAGS)  # the base was read without tags.lst
 
@@ -147,5 +149,7 @@ def test_a_broken_base_read_elsewhere_is_shown_as_empty(
     setup: tuple[NodeState, Views, str, list[str]]
 ) -> None:
     state, views, target, _ = setup
-    views.put_base(target, state.shown_base(target, False, ("---\n: [\n---\n", None)))
+    base, problems = shown_base_of([b"---\n: [\n---\n"], False)
+    assert [name for name, _ in problems] == ["_index.md"]
+    views.put_base(target, base)
     assert views.field_value(target, "name") == (False, None)
