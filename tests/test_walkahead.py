@@ -159,3 +159,43 @@ def test_fetch_brings_an_entitys_files_into_the_page_cache(tmp_path: Path) -> No
         time.sleep(0.01)
     assert [_resident_pages(p) for p in files] == [full, 0]  # _index.md only: all a field needs
     walkahead._fetch(str(tmp_path / "companies" / "gone"))  # no such entity: nothing happens
+
+
+def test_listing_a_kind_folder_fetches_the_bases_of_entities_with_overlay(
+        tmp_path: Path) -> None:
+    """``ls companies/``: the child fetches ``_index.md`` of the entities whose view will
+    parse it (overlay fields), so their first ``stat`` or ``cat`` does not wait for a second
+    disk read; the others' files are left alone."""
+    from cocli_fs import record as rec
+    from cocli_fs.journal import journal_name
+    from tests.mounting import Mount, sample_data
+
+    data = tmp_path / "data"
+    slugs = sample_data(data, 8)
+    with_overlay, plain = slugs[:4], slugs[4:]
+    hlc = (int(time.time() * 1000) - 60_000) << rec.HLC_LOGICAL_BITS
+    records = b"".join(
+        rec.encode(rec.make(hlc=hlc + i, node_id="peer", seq=i + 1, target=f"companies/{s}",
+                            field="email", value=f"sales{i}@example.org"))
+        for i, s in enumerate(with_overlay))
+    (data / "wal" / journal_name(time.strftime("%Y%m%d", time.gmtime()), "peer")).write_bytes(
+        records)
+    index = {s: data / "companies" / s / "_index.md" for s in slugs}
+    os.sync()
+    for p in index.values():
+        fd = os.open(p, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    if any(_resident_pages(p) for p in index.values()):
+        pytest.skip("this file system keeps the pages (tmpfs?): nothing to observe")
+    with Mount(data, tmp_path / "mnt", node="a") as m:
+        assert sorted(os.listdir(m.path("companies"))) == sorted(slugs)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(
+                _resident_pages(index[s]) for s in with_overlay):
+            time.sleep(0.02)
+        assert [bool(_resident_pages(index[s])) for s in slugs] == [True] * 4 + [False] * 4
+        # The views are right, from the fetched files.
+        assert "sales0@example.org" in m.path("companies", with_overlay[0], "_index.md"
+                                              ).read_text()
+        assert [bool(_resident_pages(index[s])) for s in plain] == [False] * 4
