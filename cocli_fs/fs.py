@@ -357,16 +357,23 @@ class Operations(pyfuse3.Operations):
             node = parent.parent or parent
         else:
             s = self._name(parent, name)
-            node = self.table.child(parent, s, virtual=_is_virtual(self.router, parent, s))
+            virtual = _is_virtual(self.router, parent, s)
+            node = self.table.child(parent, s, virtual=virtual)
             if len(node.parts) == 2:
                 if self._route(node) is Route.ENTITY:
                     self._fetch_view_base(node.parts[0], s)
             elif len(node.parts) == 3:
-                if (
-                    self._route(node) is Route.FIELDS_DIR
-                    and not self.views.loaded(target_of(node.parts))
-                ):
-                    self.walk_ahead.wanted(*parent.parts)  # a field's lookup follows
+                route = self._route(node)
+                if route is Route.FIELDS_DIR:
+                    if not self.views.loaded(target_of(node.parts)):
+                        self.walk_ahead.wanted(*parent.parts)  # a field's lookup follows
+                elif route is Route.INDEX or route is Route.TAGS:
+                    target = target_of(node.parts)
+                    if self.views.has_overlay(target) and not self.views.loaded(target):
+                        # A view: its size needs the base parsed. Read off the loop when
+                        # the page cache lacks it, as for a field.
+                        await self._load_base(target, route is Route.TAGS)
+                        node = self.table.child(parent, s, virtual=virtual)
             elif len(node.parts) == 4 and self._route(node) is Route.FIELD:
                 target = target_of(node.parts)
                 if self.views.reads_store(target, s):
@@ -394,8 +401,9 @@ class Operations(pyfuse3.Operations):
 
     async def _load_base(self, target: str, tags: bool) -> None:
         """Read and parse an entity's base files without waiting for the disk on the loop,
-        and keep the parsed base. A field write's lookup is the first to need them, and cold,
-        that read stopped the event loop — every other writer's request — for the disk
+        and keep the parsed base. A field's lookup is the first to need them (or, with
+        overlay fields, the lookup of ``_index.md`` or ``tags.lst``: views), and cold, that
+        read stopped the event loop — every other writer's request — for the disk
         (300,000 entities, 16 writers: about 70 us per first visit). ``offload.load_base``
         reads and parses them here when the page cache has them, else in the helper process.
         If the entity changed meanwhile, or the read failed, the caller's own read runs as

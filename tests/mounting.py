@@ -150,6 +150,27 @@ def sample_data(root: Path, n: int = 5) -> list[str]:
     return [c.slug for c in sample.write_tree(root, n)]
 
 
+def write_peer_records(data: Path, fields: dict[str, dict[str, str]], node: str = "peer"
+                       ) -> None:
+    """A journal of another node in ``data/wal`` with these field values per target, as if
+    gossiped before the mount starts (the overlay has them; no base is parsed yet)."""
+    import time
+
+    from cocli_fs import record as rec
+    from cocli_fs.journal import journal_name
+
+    hlc = (int(time.time() * 1000) - 60_000) << rec.HLC_LOGICAL_BITS
+    out = bytearray()
+    seq = 0
+    for target, values in fields.items():
+        for name, value in values.items():
+            seq += 1
+            out += rec.encode(rec.make(hlc=hlc + seq, node_id=node, seq=seq, target=target,
+                                       field=name, value=value))
+    day = time.strftime("%Y%m%d", time.gmtime())
+    (data / "wal" / journal_name(day, node)).write_bytes(bytes(out))
+
+
 @pytest.fixture
 def mounted(tmp_path: Path) -> Iterator[Mount]:
     data = tmp_path / "data"

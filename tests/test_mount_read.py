@@ -16,7 +16,7 @@ import pyfuse3
 import pytest
 
 from cocli_fs import document as doc
-from tests.mounting import ROOT, Mount, sample_data
+from tests.mounting import ROOT, Mount, sample_data, write_peer_records
 
 pytestmark = pytest.mark.mount
 
@@ -253,6 +253,40 @@ def test_a_store_read_that_waits_does_not_stop_the_mount(m: Mount) -> None:
     assert (out, reader.returncode) == ("Slow Read Co\n", 0), err
     fifo.unlink()
     (ent / "_index.md").write_text("---\nname: Slow Read Co\n---\n")
+
+
+def test_a_views_base_read_that_waits_does_not_stop_the_mount(tmp_path: Path) -> None:
+    """``_index.md`` of an entity with overlay fields is a view: its size needs the base
+    parsed. Cold, that read leaves the event loop as a field's does: while it waits (a FIFO
+    in the store, as a slow disk would), every other request is served, and the ``stat``
+    then gives the view's exact size. (On the loop, the wait stopped the whole mount.)"""
+    data = tmp_path / "data"
+    other = sample_data(data, 2)[0]
+    slug = "slow-view-co"
+    (data / "companies" / slug).mkdir()
+    fifo = data / "companies" / slug / "_index.md"
+    os.mkfifo(fifo)
+    write_peer_records(data, {f"companies/{slug}": {"email": "slow@example.org"}})
+    base = "---\nname: Slow View Co\n---\n"
+    with Mount(data, tmp_path / "mnt", node="a") as mnt:
+        view = mnt.path("companies", slug, "_index.md")
+        reader = subprocess.Popen(["stat", "-c", "%s", str(view)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)  # its lookup now waits in the read of the FIFO
+            assert reader.poll() is None
+            name = subprocess.run(["cat", str(mnt.path("companies", other, "_fields", "name"))],
+                                  capture_output=True, text=True, timeout=5, check=True).stdout
+            assert name.strip() and reader.poll() is None
+        finally:
+            with open(fifo, "w") as f:  # lets the read go on (also after a failure above)
+                f.write(base)
+        out, err = reader.communicate(timeout=10)
+        fifo.unlink()
+        fifo.write_text(base)
+        shown = view.read_bytes()
+        assert b"slow@example.org" in shown and (out, reader.returncode) == (
+            f"{len(shown)}\n", 0), err
 
 
 def test_base_files_that_are_not_utf8_are_a_broken_base_not_a_dead_mount(m: Mount) -> None:

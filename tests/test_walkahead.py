@@ -166,20 +166,13 @@ def test_listing_a_kind_folder_fetches_the_bases_of_entities_with_overlay(
     """``ls companies/``: the child fetches ``_index.md`` of the entities whose view will
     parse it (overlay fields), so their first ``stat`` or ``cat`` does not wait for a second
     disk read; the others' files are left alone."""
-    from cocli_fs import record as rec
-    from cocli_fs.journal import journal_name
-    from tests.mounting import Mount, sample_data
+    from tests.mounting import Mount, sample_data, write_peer_records
 
     data = tmp_path / "data"
     slugs = sample_data(data, 8)
     with_overlay, plain = slugs[:4], slugs[4:]
-    hlc = (int(time.time() * 1000) - 60_000) << rec.HLC_LOGICAL_BITS
-    records = b"".join(
-        rec.encode(rec.make(hlc=hlc + i, node_id="peer", seq=i + 1, target=f"companies/{s}",
-                            field="email", value=f"sales{i}@example.org"))
-        for i, s in enumerate(with_overlay))
-    (data / "wal" / journal_name(time.strftime("%Y%m%d", time.gmtime()), "peer")).write_bytes(
-        records)
+    write_peer_records(data, {f"companies/{s}": {"email": f"sales{i}@example.org"}
+                              for i, s in enumerate(with_overlay)})
     index = {s: data / "companies" / s / "_index.md" for s in slugs}
     os.sync()
     for p in index.values():
