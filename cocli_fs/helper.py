@@ -1,5 +1,5 @@
 """A helper process for the blocking file calls of the request path: the ``fdatasync`` of a
-journal batch and the first read of an entity's base files.
+journal batch and the first read of an entity's base files, which it also parses.
 
 Why a process. Under 16 writers the event loop runs nearly all the time, and what matters is
 how long a ~0.2 ms ``fdatasync`` takes from the call until the loop has its result. Measured
@@ -43,14 +43,13 @@ from .process import reap_child
 
 log = logging.getLogger(__name__)
 
-SYNC, READ, BASE = 1, 2, 3  # request kinds
+SYNC, BASE = 1, 3  # request kinds (2 was a plain read, until session 12)
 REPLIES, THREADS = 0, 1  # the words of a Bell
-# Request: id, kind; READ: then the paths, NUL-separated; BASE: b"1" (with tags.lst) or b"0",
-# then the paths. Reply: id, errno (0: done); READ: then one _LEN + data per path; BASE: then
-# marshal.dumps((BaseDoc.packed(), problems)) of document.shown_base_of.
+# Request: id, kind; BASE: then b"1" (with tags.lst) or b"0", then the paths, NUL-separated.
+# Reply: id, errno (0: done); BASE: then marshal.dumps((BaseDoc.packed(), problems)) of
+# document.shown_base_of.
 _REQ = struct.Struct("<QB")
 _REP = struct.Struct("<Qi")
-_LEN = struct.Struct("<i")  # a file's length, or -errno when it could not be read
 MAX_REPLY = 128 * 1024  # a reply must fit one datagram; larger files are read by the caller
 RESTART_S = 60.0
 # The helper's priority. Its work is a few hundred microseconds per call, and every writer in a
@@ -131,11 +130,6 @@ class Helper:
         covers the file, whichever descriptor asks)."""
         self._send(SYNC, b"", key, [fd])
 
-    def submit_read(self, paths: list[str], key: object) -> None:
-        """Ask for the contents of small files (``collect`` gives a list, None where a path
-        names no file)."""
-        self._send(READ, b"\0".join(os.fsencode(p) for p in paths), key, [])
-
     def submit_base(self, paths: list[str], tags: bool, key: object) -> None:
         """Ask for an entity's base document from its files, read and parsed by the helper:
         ``collect`` gives ``document.shown_base_of``'s (BaseDoc, problems). The parse is
@@ -166,8 +160,9 @@ class Helper:
         self.pending[self._next] = (key, kind)
 
     def collect(self) -> list[tuple[object, Any]]:
-        """The calls that ended: ``(key, result)``. A result is None (a sync), a list of
-        ``bytes | None`` (a read) or an exception: OSError, ``TooLarge``, ``HelperLost``."""
+        """The calls that ended: ``(key, result)``. A result is None (a sync), a
+        ``(BaseDoc, problems)`` pair (a base) or an exception: OSError, ``TooLarge``,
+        ``HelperLost``."""
         out: list[tuple[object, Any]] = []
         sock = self._sock
         buf = self._buf
@@ -193,11 +188,9 @@ class Helper:
                             else OSError(err, os.strerror(err))))
             elif kind == SYNC:
                 out.append((key, None))
-            elif kind == BASE:
+            else:
                 packed, problems = marshal.loads(msg[_REP.size:])
                 out.append((key, (BaseDoc(*packed), problems)))
-            else:
-                out.append((key, _unpack_files(msg, _REP.size)))
         return out
 
     def _lost(self) -> None:
@@ -253,20 +246,6 @@ class Bell:
         self.words[word] += 1
 
 
-def _unpack_files(msg: memoryview, at: int) -> list[bytes | None]:
-    files: list[bytes | None] = []
-    end = len(msg)
-    while at < end:
-        (n,) = _LEN.unpack_from(msg, at)
-        at += _LEN.size
-        if n < 0:
-            files.append(None)
-        else:
-            files.append(bytes(msg[at:at + n]))
-            at += n
-    return files
-
-
 # --- the helper process -------------------------------------------------------------------------
 
 
@@ -318,19 +297,6 @@ def _answer(rid: int, kind: int, body: bytes, fds: list[int]) -> bytes:
                 return _REP.pack(rid, errno.EBADF)
             os.fdatasync(fds[0])
             return _REP.pack(rid, 0)
-        if kind == READ:
-            parts = [_REP.pack(rid, 0)]
-            size = _REP.size
-            for path in body.split(b"\0"):
-                data = read_file(path, MAX_REPLY)
-                if data is None:
-                    parts.append(_LEN.pack(-errno.ENOENT))
-                    continue
-                size += _LEN.size + len(data)
-                if size > MAX_REPLY:
-                    return _REP.pack(rid, errno.EFBIG)
-                parts += (_LEN.pack(len(data)), data)
-            return b"".join(parts)
         if kind == BASE:
             files = [read_file(p, MAX_REPLY) for p in body[1:].split(b"\0")]
             if sum(len(f) for f in files if f is not None) > MAX_REPLY:

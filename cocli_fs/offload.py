@@ -148,7 +148,7 @@ async def in_thread(fn: Callable[[], T]) -> T:
 
 
 def helper_running() -> bool:
-    """This run has a helper process (``fdatasync`` and ``read_files`` need no thread)."""
+    """This run has a helper process (``fdatasync`` and ``load_base`` need no thread)."""
     helper = completions().helper
     return helper is not None and helper.alive
 
@@ -173,21 +173,6 @@ async def fdatasync(fd: int) -> None:
         await _via_helper(lambda helper, key: helper.submit_sync(fd, key))
         return
     await in_thread(partial(os.fdatasync, fd))
-
-
-async def read_files(paths: list[str]) -> list[bytes | None]:
-    """The contents of small files (None where a path names no file), read without stopping
-    the event loop: at once when the kernel's caches hold them (``pagecache``), else in the
-    helper process or a worker thread. Raises OSError."""
-    with contextlib.suppress(pagecache.NotCached):
-        return pagecache.read_files(paths)
-    try:
-        files: list[bytes | None] = await _via_helper(
-            lambda helper, key: helper.submit_read(paths, key))
-        return files
-    except (HelperLost, TooLarge):
-        pass
-    return await in_thread(partial(_read_files, paths))
 
 
 async def load_base(paths: list[str], tags: bool) -> tuple[BaseDoc, list[tuple[str, str]]]:

@@ -1,7 +1,7 @@
 """Reads that the kernel's caches answer at once, or not at all.
 
 A field write's first visit to an entity reads its ``_index.md``. Sent to the helper process
-(``offload.read_files``), that read costs the event loop a request, a reply and a task switch
+(``offload.load_base``), that read costs the event loop a request, a reply and a task switch
 even when the file is in the page cache, which it nearly always is (the entity was just
 listed, written or read). Here the loop reads it itself, but only if that cannot wait for the
 disk: ``openat2(RESOLVE_CACHED)`` fails with ``EAGAIN`` unless every path component is in the

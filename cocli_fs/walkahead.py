@@ -25,7 +25,7 @@ at once (``wanted``, ``POSIX_FADV_WILLNEED``), a round trip before that lookup c
 when concurrent writers queue). Measured when the loop itself did that read (20,000
 entities, 16 writers, first visits: 2.2–2.4 s → 1.6–1.9 s for 2,000 writes, three runs each,
 alternating). That read now leaves the loop when the page cache lacks the file
-(``Operations._load_base``, ``offload.read_files``); the hint makes it more often there.
+(``Operations._load_base``, ``offload.load_base``); the hint makes it more often there.
 """
 
 from __future__ import annotations

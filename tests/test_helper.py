@@ -1,5 +1,5 @@
 """The helper process for blocking calls (``cocli_fs/helper.py``), reached through
-``offload.fdatasync`` and ``offload.read_files`` as the mount uses them: results, errors, files
+``offload.fdatasync`` and ``offload.load_base`` as the mount uses them: results, errors, files
 too large for a reply, and the helper dying with calls in flight."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cocli_fs.document import shown_base_of
 
 @pytest.fixture(autouse=True)
 def _reads_leave_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files these tests just wrote are in the page cache, and ``read_files`` would read
+    """Files these tests just wrote are in the page cache, and ``load_base`` would read
     them on the loop itself (``pagecache``); here the reads must go to the helper."""
     monkeypatch.setattr(pagecache.READER, "enabled", False)
 
@@ -31,6 +31,12 @@ async def _started() -> offload.Completions:
     await c.start_helper()
     assert c.helper is not None and c.helper.alive
     return c
+
+
+async def _body(paths: list[str]) -> str:
+    """The body of the base ``offload.load_base`` reads (these files have no front matter)."""
+    base, _ = await offload.load_base(paths, len(paths) > 1)
+    return base.body
 
 
 def test_sync_and_reads_are_answered_by_the_helper(tmp_path: Path) -> None:
@@ -49,14 +55,12 @@ def test_sync_and_reads_are_answered_by_the_helper(tmp_path: Path) -> None:
         finally:
             os.close(fd)
         assert f.read_bytes() == b"record\x1e"
-        got = await offload.read_files([str(tmp_path / "a"), str(tmp_path / "missing"),
-                                        str(tmp_path / "a" / "under-a-file")])
-        assert got == [b"alpha\n", None, None]
+        assert await _body([str(tmp_path / "a"), str(tmp_path / "missing")]) == "alpha\n"
+        assert await _body([str(tmp_path / "a" / "under-a-file")]) == ""  # no such file
         # Too large for one reply: read by a thread instead, in full.
-        big = await offload.read_files([str(tmp_path / "big")])
-        assert big == [b"x" * (helper_mod.MAX_REPLY + 10)]
-        # Both went through the helper (its reply counter moved), none is left pending.
-        assert c.helper._seen >= 3 and not c.helper.pending
+        assert await _body([str(tmp_path / "big")]) == "x" * (helper_mod.MAX_REPLY + 10)
+        # All went through the helper (its reply counter moved), none is left pending.
+        assert c.helper._seen >= 4 and not c.helper.pending
 
     trio.run(main)
 
@@ -117,7 +121,7 @@ def test_errors_come_back_as_oserror(tmp_path: Path) -> None:
             os.close(r)
             os.close(w)
         with pytest.raises(OSError) as exc:
-            await offload.read_files([str(tmp_path)])  # a folder
+            await offload.load_base([str(tmp_path)], False)  # a folder
         assert exc.value.errno == errno.EISDIR
 
     trio.run(main)
@@ -131,10 +135,10 @@ def test_a_reply_is_seen_without_a_system_call_and_drained_between_requests(
 
     async def main() -> None:
         c = await _started()
-        got: list[list[bytes | None]] = []
+        got: list[str] = []
 
         async def reader() -> None:
-            got.append(await offload.read_files([str(tmp_path / "a")]))
+            got.append(await _body([str(tmp_path / "a")]))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader)
@@ -146,7 +150,7 @@ def test_a_reply_is_seen_without_a_system_call_and_drained_between_requests(
             assert not got
             assert c.drain() is True
             await trio.testing.wait_all_tasks_blocked()
-            assert got == [[b"a"]]
+            assert got == ["a"]
             assert not c
 
     trio.run(main)
@@ -173,7 +177,7 @@ def test_calls_in_flight_when_the_helper_dies_are_redone_and_a_new_helper_starts
             results.append("synced")
 
         async def read() -> None:
-            results.append(await offload.read_files([str(tmp_path / "a")]))
+            results.append(await _body([str(tmp_path / "a")]))
 
         try:
             async with trio.open_nursery() as nursery:
@@ -182,15 +186,15 @@ def test_calls_in_flight_when_the_helper_dies_are_redone_and_a_new_helper_starts
                 await trio.testing.wait_all_tasks_blocked()
                 assert len(h.pending) == 2 and not results
                 os.kill(first, signal.SIGKILL)
-            assert sorted(map(str, results)) == ["[b'alpha']", "synced"]
+            assert sorted(map(str, results)) == ["alpha", "synced"]
             # Meanwhile calls go to threads; a new helper comes after RESTART_S.
-            assert await offload.read_files([str(tmp_path / "a")]) == [b"alpha"]
+            assert await _body([str(tmp_path / "a")]) == "alpha"
             with trio.fail_after(10):
                 while not (h.alive and h._proc is not None and h._proc.pid != first):
                     await trio.sleep(0.05)
             assert h.restarts == 1
             await offload.fdatasync(fd)
-            assert await offload.read_files([str(tmp_path / "a")]) == [b"alpha"]
+            assert await _body([str(tmp_path / "a")]) == "alpha"
         finally:
             os.close(fd)
 
@@ -206,8 +210,9 @@ def test_without_a_helper_the_calls_run_in_threads(tmp_path: Path,
         c = offload.completions()
         await c.start_helper()
         assert c.helper is None and not offload.helper_running()
-        assert await offload.read_files([str(tmp_path / "a"), str(tmp_path / "b")]) == [
-            b"a", None]
+        base, problems = await offload.load_base([str(tmp_path / "a"), str(tmp_path / "b")],
+                                                 True)
+        assert (base.body, base.has_index, base.tags, problems) == ("a", True, None, [])
         fd = os.open(tmp_path / "a", os.O_RDONLY)
         try:
             await offload.fdatasync(fd)

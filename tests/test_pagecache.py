@@ -1,5 +1,5 @@
 """Reads that the kernel's caches answer at once, or not at all (``cocli_fs/pagecache.py``),
-and ``offload.read_files``, which tries them before it sends a read off the event loop."""
+and ``offload.load_base``, which tries them before it sends a read off the event loop."""
 
 from __future__ import annotations
 
@@ -71,8 +71,9 @@ def test_a_name_the_cache_knows_is_missing_is_none(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"x")
     assert pagecache.read_files([str(tmp_path / "missing"), str(tmp_path / "file")]) == [
         None, b"x"]
-    # Whatever the cache says of a path below a file, read_files answers None.
-    assert trio.run(offload.read_files, [str(tmp_path / "file" / "under-a-file")]) == [None]
+    # Whatever the cache says of a path below a file, it names no file.
+    base, _ = trio.run(offload.load_base, [str(tmp_path / "file" / "under-a-file")], False)
+    assert not base.has_index
 
 
 def test_pages_not_in_the_cache_are_not_waited_for(tmp_path: Path) -> None:
@@ -82,8 +83,9 @@ def test_pages_not_in_the_cache_are_not_waited_for(tmp_path: Path) -> None:
         pytest.skip("this file system keeps the pages (tmpfs)")
     with pytest.raises(NotCached):
         pagecache.read_files([str(f)])
-    # offload.read_files then reads it off the loop (a worker thread here: no helper).
-    assert trio.run(offload.read_files, [str(f)]) == [b"front: matter\n" * 100]
+    # offload.load_base then reads it off the loop (a worker thread here: no helper).
+    base, _ = trio.run(offload.load_base, [str(f)], False)
+    assert base.body == "front: matter\n" * 100
 
 
 def test_a_file_larger_than_the_limit_is_left_to_the_caller(
@@ -101,7 +103,7 @@ def test_a_folder_is_left_to_the_read_off_the_loop(tmp_path: Path) -> None:
         r.read(str(tmp_path))
     assert r.enabled  # files are still read here
     with pytest.raises(OSError) as exc:
-        trio.run(offload.read_files, [str(tmp_path)])
+        trio.run(offload.load_base, [str(tmp_path)], False)
     assert exc.value.errno == errno.EISDIR
 
 

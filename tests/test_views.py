@@ -148,7 +148,7 @@ def test_reads_store_says_when_a_field_needs_the_files_and_put_base_answers_it(
 def test_a_broken_base_read_elsewhere_is_shown_as_empty(
     setup: tuple[NodeState, Views, str, list[str]]
 ) -> None:
-    state, views, target, _ = setup
+    _, views, target, _ = setup
     base, problems = shown_base_of([b"---\n: [\n---\n"], False)
     assert [name for name, _ in problems] == ["_index.md"]
     views.put_base(target, base)
