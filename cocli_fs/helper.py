@@ -43,7 +43,7 @@ from .process import reap_child
 
 log = logging.getLogger(__name__)
 
-SYNC, BASE = 1, 3  # request kinds (2 was a plain read, until session 12)
+SYNC, BASE = 1, 2  # request kinds
 REPLIES, THREADS = 0, 1  # the words of a Bell
 # Request: id, kind; BASE: then b"1" (with tags.lst) or b"0", then the paths, NUL-separated.
 # Reply: id, errno (0: done); BASE: then marshal.dumps((BaseDoc.packed(), problems)) of
@@ -63,8 +63,12 @@ class HelperLost(Exception):
     """The helper ended before it replied: the caller makes the call itself."""
 
 
-class TooLarge(Exception):
-    """The files do not fit one reply: the caller reads them itself."""
+class Declined(Exception):
+    """The helper left the call to the caller: files too large for one reply, or a parse
+    that failed there in a way it cannot carry (the caller's own parse says why)."""
+
+
+DECLINED = errno.EFBIG  # the reply's errno for Declined
 
 
 # --- the mount's side ---------------------------------------------------------------------------
@@ -161,7 +165,7 @@ class Helper:
 
     def collect(self) -> list[tuple[object, Any]]:
         """The calls that ended: ``(key, result)``. A result is None (a sync), a
-        ``(BaseDoc, problems)`` pair (a base) or an exception: OSError, ``TooLarge``,
+        ``(BaseDoc, problems)`` pair (a base) or an exception: OSError, ``Declined``,
         ``HelperLost``."""
         out: list[tuple[object, Any]] = []
         sock = self._sock
@@ -184,7 +188,7 @@ class Helper:
             if key is None:
                 continue
             if err:
-                out.append((key, TooLarge() if err == errno.EFBIG
+                out.append((key, Declined() if err == DECLINED
                             else OSError(err, os.strerror(err))))
             elif kind == SYNC:
                 out.append((key, None))
@@ -300,14 +304,16 @@ def _answer(rid: int, kind: int, body: bytes, fds: list[int]) -> bytes:
         if kind == BASE:
             files = [read_file(p, MAX_REPLY) for p in body[1:].split(b"\0")]
             if sum(len(f) for f in files if f is not None) > MAX_REPLY:
-                return _REP.pack(rid, errno.EFBIG)
-            base, problems = shown_base_of(files, body[:1] == b"1")
+                return _REP.pack(rid, DECLINED)
             try:
+                base, problems = shown_base_of(files, body[:1] == b"1")
                 data = marshal.dumps((base.packed(), problems))
-            except ValueError:  # a YAML value marshal cannot carry: the caller parses
-                return _REP.pack(rid, errno.EFBIG)
+            except Exception:
+                # A parser bug must not end the helper (nor a value marshal cannot carry):
+                # the caller parses, and its error is answered and logged where the request is.
+                return _REP.pack(rid, DECLINED)
             if _REP.size + len(data) > MAX_REPLY:
-                return _REP.pack(rid, errno.EFBIG)
+                return _REP.pack(rid, DECLINED)
             return _REP.pack(rid, 0) + data
         return _REP.pack(rid, errno.EINVAL)
     except OSError as exc:

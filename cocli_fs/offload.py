@@ -25,7 +25,7 @@ import trio
 
 from . import pagecache
 from .document import BaseDoc, shown_base_of
-from .helper import THREADS, Bell, Helper, HelperLost, TooLarge, read_file
+from .helper import THREADS, Bell, Declined, Helper, HelperLost, read_file
 
 T = TypeVar("T")
 
@@ -186,7 +186,7 @@ async def load_base(paths: list[str], tags: bool) -> tuple[BaseDoc, list[tuple[s
         res: tuple[BaseDoc, list[tuple[str, str]]] = await _via_helper(
             lambda helper, key: helper.submit_base(paths, tags, key))
         return res
-    except (HelperLost, TooLarge):
+    except (HelperLost, Declined):
         pass
     return shown_base_of(await in_thread(partial(_read_files, paths)), tags)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_a_base_is_read_and_parsed_by_the_helper_as_on_the_loop(
         for paths, with_tags in cases:
             seen = c.helper._seen
             base, problems = await offload.load_base(paths, with_tags)
-            assert c.helper._seen == seen + 1  # the helper answered (big.md: EFBIG)
+            assert c.helper._seen == seen + 1  # the helper answered (big.md: declined)
             want, want_problems = shown_base_of(
                 [Path(p).read_bytes() if Path(p).exists() else None for p in paths], with_tags)
             assert base.packed() == want.packed() and problems == want_problems, paths
@@ -105,6 +106,44 @@ def test_a_base_is_read_and_parsed_by_the_helper_as_on_the_loop(
         base, problems = await offload.load_base([index, str(tmp_path / "bad.lst")], True)
         assert base.fields()["name"] == ent.name and base.tags is None
         assert [name for name, _ in problems] == ["tags.lst"]
+
+    trio.run(main)
+
+
+_HELPER_BUG = """
+import sys
+if sys.orig_argv[1:3] == ["-m", "cocli_fs.helper"]:  # the helper process only
+    from cocli_fs import document
+    real = document.shown_base_of
+    def shown_base_of(files, tags):
+        if files[0] is not None and b"poison" in files[0]:
+            raise RuntimeError("an unforeseen bug in the parse")
+        return real(files, tags)
+    document.shown_base_of = shown_base_of
+"""
+
+
+def test_a_parse_that_fails_in_the_helper_is_left_to_the_caller(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the parse (planted in the helper process only) does not end the helper: it
+    declines, the caller parses itself, and the helper answers the next call."""
+    bug = tmp_path / "bug"
+    bug.mkdir()
+    (bug / "sitecustomize.py").write_text(_HELPER_BUG)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(bug), *sys.path]))
+    (tmp_path / "poison.md").write_text("---\nname: poison\n---\n")
+    (tmp_path / "fine.md").write_text("---\nname: fine\n---\n")
+
+    async def main() -> None:
+        c = await _started()
+        h = c.helper
+        assert h is not None and h._proc is not None
+        pid = h._proc.pid
+        for name in ("poison", "fine"):
+            seen = h._seen
+            base, _ = await offload.load_base([str(tmp_path / f"{name}.md")], False)
+            assert base.front == {"name": name} and h._seen == seen + 1
+        assert h.alive and h._proc.pid == pid and h._proc.poll() is None
 
     trio.run(main)
 
