@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cocli_fs.routing import DEFAULT_ROUTES, PathError, Route, Router, _match, target_of
@@ -185,6 +185,9 @@ _RULE_SEGMENTS = ["**", "*", "{kind}", "companies", "c*", "wal", "x", "a?", "[!w
                 min_size=1, max_size=4),
        st.lists(st.lists(st.sampled_from([*SEGMENTS, "x", "ab", "cx"]), min_size=1, max_size=5),
                 min_size=1, max_size=30))
+# Found by this test (session 12): "**" compiled to a bare ".*" could start inside a segment.
+@example(rules=[(["**", "x", "**"], "scratch")], paths=[["x.swp"], ["a", "xy"], ["a", "x"]])
+@example(rules=[(["x", "**", "wal"], "readonly")], paths=[["xabc", "wal"], ["x", "a", "wal"]])
 def test_rules_of_any_shape_route_as_the_table_says(rules: list[tuple[list[str], str]],
                                                     paths: list[list[str]]) -> None:
     """Arbitrary config rules (globs in the first segment, ``**`` anywhere): the router's
