@@ -130,6 +130,9 @@ class Operations(pyfuse3.Operations):
         self.attr_timeout = state.config.mount.attr_timeout
         self.dir_timeout = state.config.mount.dir_timeout
         self.handles: dict[int, Handle] = {}
+        # The open buffers of each inode: what getattr and setattr look for, without a scan of
+        # every handle (thousands when as many files are open).
+        self.buffers: dict[int, list[BufferHandle]] = {}
         self.listings: Listings[Listed] = Listings()
         self.walk_ahead = ReadAhead(self._data_s)
         self.writers = 0  # open BufferHandles: appenders the journal may batch together
@@ -425,7 +428,7 @@ class Operations(pyfuse3.Operations):
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
-        for h in self.handles.values() if node.opens else ():
+        for h in self.buffers.get(node.ino, ()):
             # an open buffer shows its own size while it is written
             if isinstance(h, BufferHandle) and h.node is node and (h.dirty or h.emptied):
                 h.wrote_last = False  # the kernel now caches this size
@@ -671,6 +674,7 @@ class Operations(pyfuse3.Operations):
         self.handles[fh] = h
         if isinstance(h, BufferHandle):
             self.writers += 1
+            self.buffers.setdefault(h.node.ino, []).append(h)
         return fh
 
     def company(self) -> bool:
@@ -883,8 +887,7 @@ class Operations(pyfuse3.Operations):
             if fields.update_size:
                 # open(O_TRUNC) arrives as open + a setattr without a handle: truncate the
                 # open buffers; only a truncate(2) of a file nobody has open commits at once.
-                bufs = [b for b in self.handles.values()
-                        if isinstance(b, BufferHandle) and b.node is node]
+                bufs = self.buffers.get(node.ino, [])
                 for b in bufs:
                     b.wrote_last = False
                     del b.buf[attr.st_size :]
@@ -1031,6 +1034,10 @@ class Operations(pyfuse3.Operations):
         node.opens -= 1
         if isinstance(h, BufferHandle):
             self.writers -= 1
+            # by identity: handles are dataclasses, and two may compare equal
+            left = [b for b in self.buffers.pop(node.ino, ()) if b is not h]
+            if left:
+                self.buffers[node.ino] = left
         if isinstance(h, BufferHandle) and (h.dirty or (h.emptied and not h.committed)):
             # Emptied and never written (``: > f``), or written but never flushed.
             with contextlib.suppress(FUSEError):

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.mount
 @pytest.fixture(scope="module")
 def m(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
     tmp = tmp_path_factory.mktemp("write")
-    sample_data(tmp / "data", 20)
+    sample_data(tmp / "data", 24)
     with Mount(tmp / "data", tmp / "mnt", node="a") as mount:
         yield mount
 
@@ -89,6 +89,22 @@ def test_fstat_of_a_field_being_written_shows_the_bytes_written_so_far(
             os.close(fd)
         assert (ent / "_fields" / name).read_text() == "abcde\n"
         assert os.stat(ent / "_fields" / name).st_size == 6
+
+
+def test_two_writers_of_one_field_each_keep_their_own_buffer(m: Mount, ent: Path) -> None:
+    """Two opens of one field, alike when the second closes (both empty): the one left open
+    still shows its own size and commits its own bytes."""
+    path = ent / "_fields" / "email"
+    first = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        second = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        os.close(second)  # commits "" (emptied, never written)
+        time.sleep(0.2)  # its RELEASE is asynchronous
+        os.write(first, b"first@example.org\n")
+        assert os.fstat(first).st_size == len(b"first@example.org\n")
+    finally:
+        os.close(first)
+    assert path.read_text() == "first@example.org\n"
 
 
 def test_new_field_and_tombstone(m: Mount, ent: Path) -> None:
