@@ -32,6 +32,8 @@ def route(path: str) -> Route:
         ("companies/acme/meetings/m1.md", Route.STORE),
         ("companies/acme/enrichments/site.json", Route.STORE),
         ("companies/acme/other.txt", Route.STORE),
+        ("companies/acme/_fields.bak", Route.STORE),  # not _fields/: was INVALID before
+        ("companies/acme/_fieldsx/a", Route.STORE),
         ("README.md", Route.STORE),
         ("campaigns/x/_index.md", Route.STORE),  # not an entity kind: a plain file
         ("wal", Route.READONLY),
