@@ -430,7 +430,7 @@ class Operations(pyfuse3.Operations):
         node = self._node(inode)
         for h in self.buffers.get(node.ino, ()):
             # an open buffer shows its own size while it is written
-            if isinstance(h, BufferHandle) and h.node is node and (h.dirty or h.emptied):
+            if h.dirty or h.emptied:
                 h.wrote_last = False  # the kernel now caches this size
                 if h.route is Route.FIELD:
                     # What _attr gives but the size, without rendering the value whose size
