@@ -208,6 +208,18 @@ def decode_text(data: bytes) -> str:
     return text
 
 
+def decode_tags(data: bytes | None, problems: list[tuple[str, str]]) -> str | None:
+    """tags.lst's text (None: no such file). One that is not UTF-8 counts as none, so it does
+    not hide the fields of ``_index.md``; why goes to ``problems`` as (file name, why)."""
+    if data is None:
+        return None
+    try:
+        return decode_text(data)
+    except DocumentError as exc:
+        problems.append((TAGS_FILE, str(exc)))
+        return None
+
+
 def shown_base_of(files: list[bytes | None], tags: bool) -> tuple[BaseDoc, list[tuple[str, str]]]:
     """The base document to show from the bytes of ``_index.md`` and, with ``tags``,
     ``tags.lst`` (None: no such file), and what the log should say about a file it could not
@@ -215,12 +227,7 @@ def shown_base_of(files: list[bytes | None], tags: bool) -> tuple[BaseDoc, list[
     empty; a ``tags.lst`` that is not text counts as none, so it does not hide the fields of
     ``_index.md``. Pure: the helper process runs it for the event loop (``helper.BASE``)."""
     problems: list[tuple[str, str]] = []
-    tags_text = None
-    if len(files) > 1 and files[1] is not None:
-        try:
-            tags_text = decode_text(files[1])
-        except DocumentError as exc:
-            problems.append((TAGS_FILE, str(exc)))
+    tags_text = decode_tags(files[1], problems) if len(files) > 1 else None
     try:
         index = files[0]
         doc = load_base(decode_text(index) if index is not None else None, tags_text)

@@ -23,12 +23,12 @@ from .checkpoint import load as load_checkpoint
 from .config import Config
 from .dirty import DirtySet
 from .document import (
+    INDEX,
     TOMBSTONE,
     BaseDoc,
     Change,
     DocumentError,
-    decode_text,
-    load_base,
+    decode_tags,
     merge,
     parse_tags,
     shown_base_of,
@@ -256,17 +256,15 @@ class NodeState:
     # -- reading ---------------------------------------------------------------------------------
 
     def base(self, target: str, tags: bool = True) -> BaseDoc:
-        """The entity's base document from the store (raises DocumentError if it is broken).
-        ``tags=False``: without reading tags.lst (``BaseDoc.tags_read`` is then False)."""
-        return _parse_base(self.base_texts(target, tags), tags)
-
-    def base_texts(self, target: str, tags: bool = True) -> BaseTexts:
-        """The texts of ``_index.md`` and (with ``tags``) ``tags.lst``, None where there is no
-        such file, read in the calling thread. DocumentError when ``_index.md`` is not UTF-8;
-        a tags.lst that is not text counts as none (the log says why)."""
-        files = [read_file(p) for p in self.base_paths(target, tags)]
-        index = decode_text(files[0]) if files[0] is not None else None
-        return index, _tags_text(target, files[1]) if len(files) > 1 else None
+        """The entity's base document from the store (raises DocumentError if ``_index.md`` is
+        broken). ``tags=False``: without reading tags.lst (``BaseDoc.tags_read`` is then
+        False)."""
+        base, problems = self._read_base(target, tags)
+        for name, why in problems:
+            if name == INDEX:
+                raise DocumentError(why)
+        log_base_problems(target, problems)
+        return base
 
     def base_paths(self, target: str, tags: bool = True) -> list[str]:
         """The files of an entity's base: ``_index.md`` and, with ``tags``, ``tags.lst`` (for
@@ -277,17 +275,21 @@ class NodeState:
     def base_tags(self, target: str) -> list[str] | None:
         """tags.lst's tags (None: no tags.lst, or one that is not text), for a base read
         without them."""
-        text = _tags_text(target, read_file(f"{self.data.root}/{target}/tags.lst"))
+        problems: list[tuple[str, str]] = []
+        text = decode_tags(read_file(f"{self.data.root}/{target}/tags.lst"), problems)
+        log_base_problems(target, problems)
         return parse_tags(text) if text is not None else None
 
     def shown_base(self, target: str, tags: bool = True) -> BaseDoc:
         """The base document to show (``document.shown_base_of``: a broken one counts as
         empty, so it does not hide the overlay), read in the calling thread; the log says
         what was broken."""
-        files = [read_file(p) for p in self.base_paths(target, tags)]
-        base, problems = shown_base_of(files, tags)
+        base, problems = self._read_base(target, tags)
         log_base_problems(target, problems)
         return base
+
+    def _read_base(self, target: str, tags: bool) -> tuple[BaseDoc, list[tuple[str, str]]]:
+        return shown_base_of([read_file(p) for p in self.base_paths(target, tags)], tags)
 
     def merged(self, target: str) -> tuple[BaseDoc, dict[str, Any]]:
         base = self.shown_base(target)
@@ -323,29 +325,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-BaseTexts = tuple[str | None, str | None]
-"""An entity's ``_index.md`` and ``tags.lst`` texts as read (None: no such file or not read)."""
-
-
 def log_base_problems(target: str, problems: list[tuple[str, str]]) -> None:
     """Log what ``document.shown_base_of`` found broken in an entity's base files."""
     for name, why in problems:
         log.error("%s/%s: %s", target, name, why)
-
-
-def _parse_base(texts: BaseTexts, tags: bool) -> BaseDoc:
-    doc = load_base(*texts)
-    doc.tags_read = tags
-    return doc
-
-
-def _tags_text(target: str, data: bytes | None) -> str | None:
-    """tags.lst's text (None: no such file); one that is not UTF-8 counts as none (the log
-    says why), so it does not hide the fields of ``_index.md``."""
-    if data is None:
-        return None
-    try:
-        return decode_text(data)
-    except DocumentError as exc:
-        log.error("%s/tags.lst: %s", target, exc)
-        return None
