@@ -18,43 +18,7 @@ from cocli_fs import helper as helper_mod
 from cocli_fs import offload, pagecache
 from cocli_fs.pagecache import NotCached, Reader
 from tests.mounting import ROOT
-
-
-def _resident_pages(path: Path) -> int:
-    """How many of the file's pages are in the page cache: ``mincore`` of a mapping, which
-    reads nothing in (a ``preadv2`` probe would start reading the file)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    size = path.stat().st_size
-    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        assert addr not in (None, ctypes.c_void_p(-1).value)
-        try:
-            vec = (ctypes.c_ubyte * pages)()
-            assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
-            return sum(v & 1 for v in vec)
-        finally:
-            libc.munmap(addr, size)
-    finally:
-        os.close(fd)
-
-
-def _evict(path: Path) -> bool:
-    """Drop the file's pages from the page cache; False when this file system keeps them
-    (tmpfs)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    return _resident_pages(path) == 0
+from tests.residency import evict
 
 
 @pytest.mark.parametrize("size", [0, 1, 700, mmap.PAGESIZE, 3 * mmap.PAGESIZE + 5,
@@ -79,7 +43,7 @@ def test_a_name_the_cache_knows_is_missing_is_none(tmp_path: Path) -> None:
 def test_pages_not_in_the_cache_are_not_waited_for(tmp_path: Path) -> None:
     f = tmp_path / "cold"
     f.write_bytes(b"front: matter\n" * 100)
-    if not _evict(f):
+    if not evict(f):
         pytest.skip("this file system keeps the pages (tmpfs)")
     with pytest.raises(NotCached):
         pagecache.read_files([str(f)])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import signal
@@ -14,6 +13,7 @@ import pytest
 
 from cocli_fs import walkahead
 from cocli_fs.walkahead import ReadAhead, WalkAhead, serve
+from tests.residency import evict, resident_pages
 
 NAMES = [f"c{i:03d}" for i in range(100)]
 
@@ -126,38 +126,20 @@ def test_serve_fetches_every_entity_asked_for(tmp_path: Path, monkeypatch: Any) 
     assert warmed == 0  # the walk's newest hint alone is one visit: no walk yet
 
 
-def _resident_pages(path: Path) -> int:
-    """Pages of ``path`` in the page cache (mincore(2) over a private mapping of it)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    size = path.stat().st_size
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
-        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-        vec = (ctypes.c_ubyte * pages)()
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-        if libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) != 0:
-            raise OSError(ctypes.get_errno(), "mincore")
-        return sum(b & 1 for b in vec)
-
-
 def test_fetch_brings_an_entitys_files_into_the_page_cache(tmp_path: Path) -> None:
     ent = tmp_path / "companies" / "acme"
     ent.mkdir(parents=True)
     files = [ent / "_index.md", ent / "tags.lst"]
     for p in files:
         p.write_bytes(os.urandom(64 * 1024))
-    for p in files:  # written out, then dropped from the page cache
-        fd = os.open(p, os.O_RDONLY)
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
-    if any(_resident_pages(p) for p in files):
+    if not all([evict(p) for p in files]):  # written out, then dropped from the page cache
         pytest.skip("this file system keeps the pages (tmpfs?): nothing to observe")
     walkahead._fetch(str(ent))
     full = 64 * 1024 // mmap.PAGESIZE
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _resident_pages(files[0]) < full:
+    while time.monotonic() < deadline and resident_pages(files[0]) < full:
         time.sleep(0.01)
-    assert [_resident_pages(p) for p in files] == [full, 0]  # _index.md only: all a field needs
+    assert [resident_pages(p) for p in files] == [full, 0]  # _index.md only: all a field needs
     walkahead._fetch(str(tmp_path / "companies" / "gone"))  # no such entity: nothing happens
 
 
@@ -174,21 +156,16 @@ def test_listing_a_kind_folder_fetches_the_bases_of_entities_with_overlay(
     write_peer_records(data, {f"companies/{s}": {"email": f"sales{i}@example.org"}
                               for i, s in enumerate(with_overlay)})
     index = {s: data / "companies" / s / "_index.md" for s in slugs}
-    os.sync()
-    for p in index.values():
-        fd = os.open(p, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
-    if any(_resident_pages(p) for p in index.values()):
+    if not all([evict(p) for p in index.values()]):
         pytest.skip("this file system keeps the pages (tmpfs?): nothing to observe")
     with Mount(data, tmp_path / "mnt", node="a") as m:
         assert sorted(os.listdir(m.path("companies"))) == sorted(slugs)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not all(
-                _resident_pages(index[s]) for s in with_overlay):
+                resident_pages(index[s]) for s in with_overlay):
             time.sleep(0.02)
-        assert [bool(_resident_pages(index[s])) for s in slugs] == [True] * 4 + [False] * 4
+        assert [bool(resident_pages(index[s])) for s in slugs] == [True] * 4 + [False] * 4
         # The views are right, from the fetched files.
         assert "sales0@example.org" in m.path("companies", with_overlay[0], "_index.md"
                                               ).read_text()
-        assert [bool(_resident_pages(index[s])) for s in plain] == [False] * 4
+        assert [bool(resident_pages(index[s])) for s in plain] == [False] * 4
