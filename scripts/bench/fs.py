@@ -15,6 +15,12 @@ Per file system, in this order (each mounted fresh, page cache dropped before th
                      journal, group-committed fsync); a new ``note.txt`` per entity elsewhere
 and, for cocli-fs, ``cat`` of entities with overlay vs without (the 1.5x bar).
 
+Then ``stat interleaved``: the first-pass ``stat`` again, with every file system mounted at
+once after one ``drop_caches`` and an ``ls -l companies/`` through each, in rounds (default 5)
+of K/rounds fresh random ``_index.md`` per system, the order rotated each round. The phases
+above run minutes apart, and this machine's speed drifts by up to 2× over minutes
+(docs/benchmarks.md); interleaving puts every system under the same conditions.
+
     .venv/bin/python scripts/bench/fs.py --companies 20000 --samples 2000
     .venv/bin/python scripts/bench/fs.py               # 300,000 companies, 10,000 samples
 """
@@ -32,7 +38,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,9 +223,32 @@ def run_system(system: str, data: Path, work: Path, slugs: list[str], over: list
     return res
 
 
+def interleaved_stat(systems: list[str], data: Path, work: Path, slugs: list[str], k: int,
+                     rounds: int) -> dict[str, float]:
+    """Seconds per system for ``k`` first-pass ``stat``s of ``_index.md``, every system mounted
+    at once and measured in turn (see the module's docstring). Each system stats files no
+    system has visited since the caches were dropped, so each pays the same cold reads."""
+    per = k // rounds
+    rnd = random.Random(23)
+    picks = iter(rnd.sample(slugs, per * rounds * len(systems)))
+    drop_caches()
+    totals = dict.fromkeys(systems, 0.0)
+    with ExitStack() as stack:
+        roots = {s: stack.enter_context(mounted(s, data, work))[0] for s in systems}
+        for s in systems:
+            sh(f"ls -l {roots[s] / 'companies'} > /dev/null")()
+        for r in range(rounds):
+            for s in systems[r % len(systems):] + systems[: r % len(systems)]:
+                paths = [roots[s] / "companies" / next(picks) / "_index.md" for _ in range(per)]
+                totals[s] += timed(partial(stat_all, paths))
+    return totals
+
+
 def table(results: dict[str, dict[str, float]], n: int, k: int, writes: int, writers: int
           ) -> str:
-    ops = ["ls -l cold", "ls -l warm", "stat", "stat warm", "cat warm", "find", "writes"]
+    ops = ["ls -l cold", "ls -l warm", "stat", "stat warm", "cat warm", "find", "writes",
+           "stat interleaved"]
+    ops = [op for op in ops if all(op in r for r in results.values())]
     head = ["", *ops]
     lines = [
         f"{n:,} companies; stat/cat of {k:,} random `_index.md`; {writes:,} writes from "
@@ -267,6 +297,8 @@ def main() -> int:
     ap.add_argument("--writers", type=int, default=16, help="concurrent writing threads")
     ap.add_argument("--overlay", type=float, default=0.05, help="share of companies with overlay")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds of the interleaved first-pass stat (0: skip it)")
     ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -280,6 +312,13 @@ def main() -> int:
                                          args.writes, args.writers)
             print(system, json.dumps({k: round(v, 4) for k, v in results[system].items()}),
                   file=sys.stderr)
+        if args.rounds:
+            systems = list(results)
+            for system, t in interleaved_stat(systems, data, work, slugs, args.samples,
+                                              args.rounds).items():
+                results[system]["stat interleaved"] = t
+            print("stat interleaved", json.dumps({s: round(results[s]["stat interleaved"], 4)
+                                                  for s in systems}), file=sys.stderr)
         print(json.dumps(results, indent=2) if args.json else
               table(results, args.companies, args.samples, args.writes, args.writers))
     finally:
