@@ -3,15 +3,22 @@
 stack (the kernel's FUSE round trips, pyfuse3 with our patch, trio) for a given request mix.
 
 Every name is a folder except ``email``, which is an empty file; lookups, opens, writes,
-flushes and releases succeed at once. Mount options, idle workers, polling and cache timeouts
-are cocli-fs's defaults, so a client's request sequence is the one it sends to cocli-fs.
+flushes and releases succeed at once. With ``--lookup-store DATA``, a lookup of a name that is
+a file at the same path in DATA answers that file's ``lstat`` instead (its size, times and
+mode): the least work a file system over a store does for a first ``stat``, which
+``fs.py --floor`` measures beside the others.
+
+Mount options, idle workers, polling and cache timeouts are cocli-fs's defaults, so a
+client's request sequence is the one it sends to cocli-fs.
 ``field_writes.py`` runs it beside cocli-fs (the write path's ceiling on this machine).
 
-    .venv/bin/python scripts/bench/nullfs.py MNT      # serves until unmounted
+    .venv/bin/python scripts/bench/nullfs.py MNT [--lookup-store DATA]   # until unmounted
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import stat
 import sys
 from pathlib import Path
@@ -30,13 +37,15 @@ FILE_NAME = b"email"
 
 
 class NullOps(pyfuse3.Operations):
-    def __init__(self) -> None:
+    def __init__(self, store: str | None = None) -> None:
         super().__init__()
         cfg = MountConfig()
         self.entry_timeout = cfg.entry_timeout
         self.attr_timeout = cfg.attr_timeout
         self.inodes: dict[tuple[int, bytes], int] = {}
         self.files: set[int] = set()
+        self.store = store.encode() if store else None
+        self.paths: dict[int, bytes] = {pyfuse3.ROOT_INODE: b""}  # with a store only
 
     def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -54,7 +63,24 @@ class NullOps(pyfuse3.Operations):
             ino = self.inodes[(parent_inode, name)] = len(self.inodes) + 2
             if name == FILE_NAME:
                 self.files.add(ino)
+            if self.store is not None:
+                self.paths[ino] = self.paths[parent_inode] + b"/" + name
+        if self.store is not None:
+            try:
+                st = os.lstat(self.store + self.paths[ino])
+            except OSError:
+                st = None
+            if st is not None and stat.S_ISREG(st.st_mode):
+                return self._file_attr(ino, st)
         return self._attr(ino)
+
+    def _file_attr(self, ino: int, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        a = self._attr(ino)
+        a.st_mode = st.st_mode
+        a.st_size = st.st_size
+        a.st_mtime_ns = st.st_mtime_ns
+        a.st_ctime_ns = st.st_ctime_ns
+        return a
 
     async def getattr(self, inode: pyfuse3.InodeT,
                       ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
@@ -77,9 +103,9 @@ class NullOps(pyfuse3.Operations):
         pass
 
 
-async def serve(mnt: str) -> None:
+async def serve(mnt: str, store: str | None) -> None:
     opts = set(pyfuse3.default_options) | {"fsname=nullfs"}
-    pyfuse3.init(NullOps(), mnt, opts)
+    pyfuse3.init(NullOps(store), mnt, opts)
     fusepatch.set_poll_spin(MountConfig().poll_spin_us)
     try:
         await pyfuse3.main(min_tasks=IDLE_WORKERS)
@@ -88,4 +114,10 @@ async def serve(mnt: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(serve, sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mnt")
+    ap.add_argument("--lookup-store", metavar="DATA",
+                    help="answer a lookup of a file in DATA with that file's lstat")
+    args = ap.parse_args()
+    trio.run(serve, args.mnt, args.lookup_store)
