@@ -6,7 +6,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cocli_fs.routing import DEFAULT_ROUTES, PathError, Route, Router, _match, target_of
+from cocli_fs.routing import (
+    DEFAULT_ROUTES,
+    PathError,
+    Route,
+    Router,
+    _match,
+    check_name,
+    target_of,
+)
 
 R = Router(["companies", "people"])
 
@@ -202,3 +210,23 @@ def test_rules_of_any_shape_route_as_the_table_says(rules: list[tuple[list[str],
     for parts in paths:
         want = next((r for p, r in table if _match(p.split("/"), parts, kinds)), Route.STORE)
         assert router.route(tuple(parts)) == want, (extra, parts)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=12))
+@example(".")
+@example("..")
+@example("a\x7fb")  # DEL: allowed, but not "printable" (the slow path decides)
+@example("a\tb")
+@example("\u00a0x")  # a non-ASCII space: allowed
+def test_check_name_refuses_exactly_separators_dot_names_and_control_characters(
+    name: str,
+) -> None:
+    """``check_name`` clears most names with two tests in C before its regex; the names it
+    refuses must be exactly those the rule names, whichever path decides."""
+    bad = name in (".", "..") or "/" in name or any(c < " " for c in name)
+    try:
+        check_name(name)
+    except PathError:
+        assert bad
+    else:
+        assert not bad
