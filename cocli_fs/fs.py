@@ -326,6 +326,11 @@ class Operations(pyfuse3.Operations):
             data = self._synth(node)
             if data is not None:
                 return self._view_file_attr(node, len(data))
+        return self._store_attr(node, route)
+
+    def _store_attr(self, node: Node, route: Route) -> pyfuse3.EntryAttributes:
+        """Attributes of a node served from the store as it is: its file's ``lstat``."""
+        parts = node.parts
         try:
             st = os.lstat(self._real(parts))
         except OSError:
@@ -354,6 +359,11 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
+        # Set when the node is known to be a store file served as it is (the common first
+        # `stat` of an entity's file): its attributes are its lstat, without `_attr`'s
+        # dispatch. After a cold lstat every step of a lookup runs on cold CPU caches, at two
+        # to four times its warm cost (docs/benchmarks.md, session 13).
+        plain: Route | None = None
         if name == b".":
             node = parent
         elif name == b"..":
@@ -367,12 +377,16 @@ class Operations(pyfuse3.Operations):
                     self._fetch_view_base(node.parts[0], s)
             elif len(node.parts) == 3:
                 route = self._route(node)
-                if route is Route.FIELDS_DIR:
+                if route is Route.STORE:
+                    plain = route
+                elif route is Route.FIELDS_DIR:
                     if not self.views.loaded(target_of(node.parts)):
                         self.walk_ahead.wanted(*parent.parts)  # a field's lookup follows
                 elif route is Route.INDEX or route is Route.TAGS:
                     target = target_of(node.parts)
-                    if self.views.has_overlay(target) and not self.views.loaded(target):
+                    if not self.views.has_overlay(target):
+                        plain = route
+                    elif not self.views.loaded(target):
                         # A view: its size needs the base parsed. Read off the loop when
                         # the page cache lacks it, as for a field.
                         await self._load_base(target, route is Route.TAGS)
@@ -384,7 +398,7 @@ class Operations(pyfuse3.Operations):
                     # the node may have been dropped meanwhile (a failed lookup of the name)
                     node = self.table.child(parent, s, virtual=True)
         try:
-            attr = self._attr(node)
+            attr = self._attr(node) if plain is None else self._store_attr(node, plain)
         except FUSEError:
             if node.lookups <= 0 and node.opens <= 0 and node is not self.table.root:
                 self.table.forget(node.ino, 0)
