@@ -245,10 +245,10 @@ def interleaved_stat(systems: list[str], data: Path, work: Path, slugs: list[str
     fetch their ``_index.md`` (a view, whose size needs the file's data), and in one shared
     page cache that made the other systems' ``stat``s of them warm (47–61 µs against ~170).
     The sequential ``stat`` phase, from dropped caches per system, includes them."""
-    per = k // rounds
-    rnd = random.Random(23)
     skip = set(over)
     plain = [s for s in slugs if s not in skip]
+    per = min(k // rounds, len(plain) // (rounds * len(systems)))
+    rnd = random.Random(23)
     picks = iter(rnd.sample(plain, per * rounds * len(systems)))
     drop_caches()
     totals = dict.fromkeys(systems, 0.0)
