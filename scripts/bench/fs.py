@@ -18,9 +18,10 @@ and, for cocli-fs, ``cat`` of entities with overlay vs without (the 1.5x bar).
 Then ``stat interleaved``: the first-pass ``stat`` again, with every file system mounted at
 once after one ``drop_caches`` and an ``ls -l companies/`` through each, in rounds (default 5)
 of K/rounds fresh random ``_index.md`` per system (of entities without overlay fields), the
-order rotated each round. The phases
-above run minutes apart, and this machine's speed drifts by up to 2× over minutes
-(docs/benchmarks.md); interleaving puts every system under the same conditions.
+order rotated each round. The phases above run minutes apart, and this machine's speed
+drifts by up to 2× over minutes (docs/benchmarks.md); interleaving puts every system under
+the same conditions. ``--floor`` adds ``nullfs.py --lookup-store`` to it: a file system on
+our stack whose lookup does nothing but the backing file's ``lstat``.
 
     .venv/bin/python scripts/bench/fs.py --companies 20000 --samples 2000
     .venv/bin/python scripts/bench/fs.py               # 300,000 companies, 10,000 samples
