@@ -89,6 +89,10 @@ class MountConfig:
     # patched pyfuse3, scripts/build-pyfuse3): a sequential client (cat, stat, find) sends it
     # a few microseconds after our reply, and sleeping costs ~80 µs. 0 turns polling off.
     poll_spin_us: float = 200.0
+    # Lookups of _index.md and tags.lst in entities without overlay fields answered by the
+    # patched pyfuse3 itself (an lstat, no request handler; docs/mount.md). Off: every lookup
+    # goes through the handler (for comparison; answers are the same).
+    fast_lookup: bool = True
     kinds: list[str] = field(default_factory=lambda: ["companies", "people"])
     # Extra routing rules, tried before the defaults: [{pattern = "...", route = "..."}].
     routes: list[dict[str, str]] = field(default_factory=list)
@@ -163,7 +167,7 @@ def _section(cls: type, table: dict[str, Any], name: str) -> Any:
             kwargs[f.name] = v
         elif f.name == "routes":
             kwargs[f.name] = _take(table, f.name, list, f"[{name}] ")
-        elif f.name in ("enabled", "insecure"):
+        elif f.name in ("enabled", "insecure", "fast_lookup"):
             kwargs[f.name] = _take(table, f.name, bool, f"[{name}] ")
         else:
             kwargs[f.name] = _take(table, f.name, str, f"[{name}] ")

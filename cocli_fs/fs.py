@@ -144,6 +144,16 @@ class Operations(pyfuse3.Operations):
         # (monotonic time, lstat) of entity folders looked at just now (see _entity_stat)
         self._entity_stats: dict[tuple[str, str], tuple[float, os.stat_result]] = {}
         state.file_listeners.append(self._folders_changed)
+        # Entity folders without overlay fields, by inode: (backing folder path + "/", the
+        # node's parts when named). The patched pyfuse3 looks up their files named in
+        # ``fast_names`` itself (patch change 9, ``fast_entry``). Stale entries are harmless:
+        # ``fast_entry`` declines them.
+        self.fast_dirs: dict[int, tuple[bytes, tuple[str, ...]]] = {}
+        self.fast_lookups = 0  # answered so (status --json: fast_lookups)
+        self.fast_names = frozenset(
+            _b(n) for n in (doc.INDEX, doc.TAGS_FILE)
+            if router.same_in_every_entity(n) in (Route.INDEX, Route.TAGS)
+        )
 
     # -- background tasks ------------------------------------------------------------------------
 
@@ -374,7 +384,7 @@ class Operations(pyfuse3.Operations):
             node = self.table.child(parent, s, virtual=virtual)
             if len(node.parts) == 2:
                 if self._route(node) is Route.ENTITY:
-                    self._fetch_view_base(node.parts[0], s)
+                    self._entity_seen(node)
             elif len(node.parts) == 3:
                 route = self._route(node)
                 if route is Route.STORE:
@@ -406,15 +416,37 @@ class Operations(pyfuse3.Operations):
         node.lookups += 1
         return attr
 
-    def _fetch_view_base(self, kind: str, slug: str) -> None:
-        """An entity folder was listed or looked up. If its ``_index.md`` is a view (the
-        entity has overlay fields), the first ``stat`` or read of it parses the base: a cold
-        read of the file after the ``lstat`` that any ``stat`` pays, which made such a
-        ``stat`` two to three times as slow as others. The walk-ahead child fetches the file
-        now (``wanted``), so that read finds it in the page cache."""
+    def _entity_seen(self, node: Node) -> None:
+        """An entity folder was listed or looked up.
+
+        If its ``_index.md`` is a view (the entity has overlay fields), the first ``stat`` or
+        read of it parses the base: a cold read of the file after the ``lstat`` that any
+        ``stat`` pays, which made such a ``stat`` two to three times as slow as others. The
+        walk-ahead child fetches the file now (``wanted``), so that read finds it in the page
+        cache. Otherwise its ``_index.md`` and ``tags.lst`` are the store's files as they are,
+        and the patched pyfuse3 may look them up without a handler (``fast_dirs``)."""
+        kind, slug = node.parts
         target = f"{kind}/{slug}"
-        if self.views.has_overlay(target) and not self.views.loaded(target):
-            self.walk_ahead.wanted(kind, slug)
+        if self.views.has_overlay(target):
+            if not self.views.loaded(target):
+                self.walk_ahead.wanted(kind, slug)
+        elif self.fast_names:
+            self.fast_dirs[node.ino] = (_b(f"{self._data_s}/{target}/"), node.parts)
+
+    def fast_entry(self, parent_ino: int, name: bytes, parts: tuple[str, ...]) -> int:
+        """Patch change 9 found ``name`` (one of ``fast_names``) in the entity folder
+        ``parent_ino`` by ``lstat``: the inode number it answers, with the lookup counted,
+        as ``lookup`` would. 0 declines (``lookup`` runs): the folder was forgotten or moved
+        since it was named in ``fast_dirs``, or its entity has overlay fields now."""
+        parent = self.table.nodes.get(parent_ino)
+        if parent is None or parent.parts is not parts or self.views.has_overlay(
+                f"{parts[0]}/{parts[1]}"):
+            self.fast_dirs.pop(parent_ino, None)
+            return 0
+        node = self.table.child(parent, name.decode())
+        node.lookups += 1
+        self.fast_lookups += 1
+        return node.ino
 
     async def _load_base(self, target: str, tags: bool) -> None:
         """Read and parse an entity's base files without waiting for the disk on the loop,
@@ -435,8 +467,11 @@ class Operations(pyfuse3.Operations):
             self.views.put_base(target, base)
 
     async def forget(self, inode_list: Iterable[tuple[pyfuse3.InodeT, int]]) -> None:
+        nodes = self.table.nodes
         for ino, n in inode_list:
             self.table.forget(ino, n)
+            if ino not in nodes:
+                self.fast_dirs.pop(ino, None)
 
     async def getattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext | None = None
@@ -583,12 +618,12 @@ class Operations(pyfuse3.Operations):
             proute is Route.ENTITY and not self.views.has_overlay(target_of(parent.parts))
         )
         ro = proute is Route.READONLY
-        kind_folder = parent.parts[0] if proute is Route.KIND else None
+        kind_folder = proute is Route.KIND
         for i in range(start_id, len(names)):
             name, virtual, _kind, _ino = names[i]
-            if kind_folder is not None:
-                self._fetch_view_base(kind_folder, name)
             child = table.child(parent, name, virtual)
+            if kind_folder:
+                self._entity_seen(child)
             try:
                 if plain:
                     try:

@@ -57,3 +57,16 @@ def set_spin_watch(words: object | None) -> bool:
         return False
     pyfuse3.set_spin_watch(words)
     return True
+
+
+def set_fast_lookup(dirs: dict[int, tuple[bytes, Any]] | None,
+                    names: frozenset[bytes] = frozenset(),
+                    entry: Callable[[int, bytes, Any], int] | None = None,
+                    entry_timeout: float = 0.0, attr_timeout: float = 0.0) -> bool:
+    """Lookups of ``names`` in the folders of ``dirs`` (inode -> (path + "/", token)) answered
+    in the patched pyfuse3 by an lstat and ``entry(parent, name, token)`` (patch change 9).
+    None for ``dirs`` ends it."""
+    if not PATCH or not hasattr(pyfuse3, "set_fast_lookup"):
+        return False
+    pyfuse3.set_fast_lookup(dirs, names, entry, entry_timeout, attr_timeout)
+    return True

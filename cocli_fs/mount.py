@@ -120,6 +120,7 @@ async def serve(
         info["mountpoint"] = str(mnt)
         info["pid"] = os.getpid()
         info["refused_writes"] = ops.refused
+        info["fast_lookups"] = ops.fast_lookups
         info["pyfuse3_patch"] = bool(fusepatch.PATCH)
         info["gil_switch_interval_ms"] = round(sys.getswitchinterval() * 1000, 3)
         helper = offload.completions().helper
@@ -138,6 +139,9 @@ async def serve(
     completions = offload.completions()
     fusepatch.set_wakeup_hook(completions, completions.drain)
     fusepatch.set_spin_watch(completions.bell.map)
+    if cfg.mount.fast_lookup and ops.fast_names:
+        fusepatch.set_fast_lookup(ops.fast_dirs, ops.fast_names, ops.fast_entry,
+                                  ops.entry_timeout, ops.attr_timeout)
     await completions.start_helper()
     unmounted = False
     switch = sys.getswitchinterval()
@@ -177,6 +181,7 @@ async def serve(
         sys.setswitchinterval(switch)
         fusepatch.set_wakeup_hook(None, None)
         fusepatch.set_spin_watch(None)
+        fusepatch.set_fast_lookup(None)
         ops.shutdown()
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=not unmounted)

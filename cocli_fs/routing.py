@@ -196,6 +196,14 @@ class Router:
         self._cache[parts] = route
         return route
 
+    def same_in_every_entity(self, name: str) -> Route | None:
+        """The route of ``<kind>/<slug>/name`` when it is the same for every kind and every slug
+        (no rule looks at slugs), else None."""
+        if not self._slug_blind or not self.kinds:
+            return None
+        routes = {self.route((k, "a", name)) for k in self.kinds}
+        return routes.pop() if len(routes) == 1 else None
+
     def _regex_for(self, head: str, n: int) -> re.Pattern[str]:
         alts = [
             alt for (pat, _r), alt in zip(self.rules, self._alts, strict=True)

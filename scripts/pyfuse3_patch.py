@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Patch an unpacked pyfuse3 3.5 source tree for cocli-fs (run by ``scripts/build-pyfuse3``).
 
-Eight changes, each small and each a candidate for upstream; cocli-fs detects them through
+Nine changes, each small and each a candidate for upstream; cocli-fs detects them through
 ``pyfuse3.COCLI_FS_PATCH`` and works (slower) on a stock pyfuse3:
 
 1. A faster receive loop. Stock pyfuse3 takes a trio lock and waits for the FUSE fd to become
@@ -50,6 +50,15 @@ Eight changes, each small and each a candidate for upstream; cocli-fs detects th
    runnable. Measured with poll counters, 300,000 entities, 16 writers, 10,000 writes: polls
    that ran out 1,140 → 266 and 476, time polled 543 → 133 and 186 ms (docs/benchmarks.md,
    session 10).
+
+9. Fast lookups in pass-through folders (``set_fast_lookup``). The file system names folders
+   (by inode number) whose files it serves as they are on disk, and the names to which that
+   applies; a LOOKUP of such a name there is answered in C: ``lstat`` of the backing file
+   and one plain call into the file system for the inode number (it takes the lookup
+   reference, or declines and the handler runs as usual). No coroutine, no request context,
+   no ``EntryAttributes``: a first-pass ``stat`` of an entity's ``_index.md`` runs on cold
+   CPU caches after its disk read, where each Python step costs two to four times its warm
+   price (docs/benchmarks.md, sessions 13 and 14).
 
 Each edit names the text it expects and fails loudly when that text is not found as often as
 expected (once, unless it says otherwise), so a new pyfuse3 release cannot be half patched.
@@ -265,6 +274,74 @@ def patch(root: Path) -> None:
          "        elif _now() - last_yield > 0.001:\n"
          "            last_yield = _now()\n"
          "            await trio.lowlevel.checkpoint()\n")
+
+    # Change 9: fast lookups in pass-through folders.
+    edit(init, "from posix.stat cimport struct_stat, S_IFMT, S_IFDIR, S_IFREG\n",
+         "from posix.stat cimport struct_stat, S_IFMT, S_IFDIR, S_IFREG, lstat\n")
+    edit(src / "handlers.pxi", "cdef void fuse_init (void *userdata, fuse_conn_info *conn):\n",
+         "cdef object _fast_dirs = None\n"
+         "cdef object _fast_names = None\n"
+         "cdef object _fast_entry = None\n"
+         "cdef double _fast_entry_timeout = 0.0\n"
+         "cdef double _fast_attr_timeout = 0.0\n"
+         "\n"
+         "def set_fast_lookup(dirs, names, entry, double entry_timeout, double attr_timeout):\n"
+         "    '''Answer a LOOKUP of a name in ``names`` (bytes) in folder ``parent`` without a\n"
+         "    handler when ``dirs.get(parent)`` is ``(path, token)``: lstat(path + name), which\n"
+         "    must succeed and not be a folder, then ``entry(parent, name, token)`` returns the\n"
+         "    inode number (having taken the lookup reference) or 0 to decline; otherwise the\n"
+         "    lookup handler runs as usual. ``dirs`` None ends it.'''\n"
+         "    global _fast_dirs, _fast_names, _fast_entry\n"
+         "    global _fast_entry_timeout, _fast_attr_timeout\n"
+         "    _fast_names = frozenset(names)\n"
+         "    _fast_entry = entry\n"
+         "    _fast_entry_timeout = entry_timeout\n"
+         "    _fast_attr_timeout = attr_timeout\n"
+         "    _fast_dirs = dirs\n"
+         "\n"
+         "cdef int _fast_lookup(fuse_req_t req, fuse_ino_t parent, const_char *name) noexcept:\n"
+         "    # 1 when answered here, 0 when the handler is to run.\n"
+         "    cdef fuse_entry_param e\n"
+         "    cdef const char *cpath\n"
+         "    cdef int rc\n"
+         "    try:\n"
+         "        hint = _fast_dirs.get(parent)\n"
+         "        if hint is None:\n"
+         "            return 0\n"
+         "        bname = PyBytes_FromString(name)\n"
+         "        if bname not in _fast_names:\n"
+         "            return 0\n"
+         "        path = (<tuple> hint)[0] + bname\n"
+         "        cpath = PyBytes_AsString(path)\n"
+         "        string.memset(&e, 0, sizeof(fuse_entry_param))\n"
+         "        with nogil:\n"
+         "            rc = lstat(cpath, &e.attr)\n"
+         "        if rc != 0 or (e.attr.st_mode & S_IFMT) == S_IFDIR:\n"
+         "            return 0\n"
+         "        ino = _fast_entry(parent, bname, (<tuple> hint)[1])\n"
+         "        if not ino:\n"
+         "            return 0\n"
+         "        e.ino = ino\n"
+         "    except BaseException as exc:\n"
+         "        log.error('fast lookup failed; the handler answers', exc_info=exc)\n"
+         "        return 0\n"
+         "    e.attr.st_ino = e.ino\n"
+         "    e.attr_timeout = _fast_attr_timeout\n"
+         "    e.entry_timeout = _fast_entry_timeout\n"
+         "    rc = fuse_reply_entry(req, &e)\n"
+         "    if rc != 0:\n"
+         "        log.error('fuse_lookup(): fuse_reply_* failed with %s', strerror(-rc))\n"
+         "    return 1\n"
+         "\n"
+         "cdef void fuse_init (void *userdata, fuse_conn_info *conn):\n")
+    edit(src / "handlers.pxi",
+         "    cdef _Container c = _Container()\n    c.req = req\n    c.parent = parent\n"
+         "    save_retval(fuse_lookup_async(",
+         "    cdef _Container c\n"
+         "    if _fast_dirs is not None and _fast_lookup(req, parent, name):\n"
+         "        return\n"
+         "    c = _Container()\n    c.req = req\n    c.parent = parent\n"
+         "    save_retval(fuse_lookup_async(")
 
     # Change 7: any exception from a handler answers EIO instead of ending the main loop.
     # (getxattr's XATTR_CREATE check has its own except clause and stays as it is.)

@@ -316,3 +316,51 @@ def test_base_files_that_are_not_utf8_are_a_broken_base_not_a_dead_mount(m: Moun
     log = m.log.read_text(errors="replace")
     assert f"companies/{latin}/_index.md: not UTF-8 text" in log
     assert f"companies/{tagged}/tags.lst: not UTF-8 text" in log
+
+
+def _fast_lookups(data: Path) -> int:
+    out = subprocess.run([sys.executable, "-m", "cocli_fs.cli", "status", str(data), "--json"],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return int(json.loads(out)["fast_lookups"])
+
+
+@pytest.mark.skipif(not getattr(pyfuse3, "COCLI_FS_PATCH", ""), reason="needs the pyfuse3 patch")
+def test_plain_entity_files_are_looked_up_in_the_patch_while_they_are_plain(tmp_path: Path
+                                                                             ) -> None:
+    """``_index.md`` and ``tags.lst`` of an entity without overlay fields are looked up by the
+    patched pyfuse3 itself (change 9): the same attributes as the store's files. Once the
+    entity has overlay fields, or its folder has moved, the lookup is the handler's again."""
+    slugs = sorted(sample_data(tmp_path / "data", 3))
+    store = tmp_path / "data" / "companies"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[mount]\nattr_timeout = 0\nentry_timeout = 0\n")  # every stat looks up
+    with Mount(tmp_path / "data", tmp_path / "mnt", node="a", config=cfg) as m:
+        ent = m.path("companies", slugs[0])
+        for name in ("_index.md", "tags.lst"):
+            a, b = os.stat(ent / name), os.stat(store / slugs[0] / name)
+            assert (a.st_size, a.st_mode, a.st_nlink, a.st_mtime_ns, a.st_ctime_ns) == (
+                b.st_size, b.st_mode, b.st_nlink, b.st_mtime_ns, b.st_ctime_ns)
+            assert a.st_ino == os.stat(ent / name).st_ino  # the node's number, each time
+        assert _fast_lookups(m.data) == 4
+
+        # An overlay field: _index.md is a view now, with the merged size.
+        (ent / "_fields" / "website").write_text("https://a-longer-website.example.org/\n")
+        n = _fast_lookups(m.data)
+        text = (ent / "_index.md").read_bytes()
+        assert b"a-longer-website" in text
+        assert os.stat(ent / "_index.md").st_size == len(text) != os.stat(
+            store / slugs[0] / "_index.md").st_size
+        assert _fast_lookups(m.data) == n  # declined: the handler answered
+
+        # A moved folder keeps its inode; its old path now holds another entity, whose
+        # _index.md differs in size. Lookups in the moved folder must see its own files.
+        os.stat(m.path("companies", slugs[1], "_index.md"))
+        os.rename(m.path("companies", slugs[1]), m.path("companies", "moved-one"))
+        (store / slugs[1]).mkdir()
+        (store / slugs[1] / "_index.md").write_text("---\nname: Another\n---\n" + "x" * 999)
+        for name in ("_index.md", "tags.lst"):
+            got = os.stat(m.path("companies", "moved-one", name))
+            assert got.st_size == os.stat(store / "moved-one" / name).st_size
+        assert os.stat(m.path("companies", slugs[1], "_index.md")).st_size == os.stat(
+            store / slugs[1] / "_index.md").st_size
+        assert not os.path.exists(m.path("companies", slugs[1], "tags.lst"))
