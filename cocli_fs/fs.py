@@ -618,11 +618,11 @@ class Operations(pyfuse3.Operations):
             proute is Route.ENTITY and not self.views.has_overlay(target_of(parent.parts))
         )
         ro = proute is Route.READONLY
-        kind_folder = proute is Route.KIND
+        in_kind_folder = proute is Route.KIND
         for i in range(start_id, len(names)):
             name, virtual, _kind, _ino = names[i]
             child = table.child(parent, name, virtual)
-            if kind_folder:
+            if in_kind_folder:
                 self._entity_seen(child)
             try:
                 if plain:
