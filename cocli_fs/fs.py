@@ -144,11 +144,12 @@ class Operations(pyfuse3.Operations):
         # (monotonic time, lstat) of entity folders looked at just now (see _entity_stat)
         self._entity_stats: dict[tuple[str, str], tuple[float, os.stat_result]] = {}
         state.file_listeners.append(self._folders_changed)
-        # Entity folders without overlay fields, by inode: (backing folder path + "/", the
-        # node's parts when named). The patched pyfuse3 looks up their files named in
-        # ``fast_names`` itself (patch change 9, ``fast_entry``). Stale entries are harmless:
-        # ``fast_entry`` declines them.
-        self.fast_dirs: dict[int, tuple[bytes, tuple[str, ...]]] = {}
+        # Entity folders without overlay fields, by inode: the node's parts when named (its
+        # path below ``fast_root``; the node's own tuple, so ~40 bytes an entry). The patched
+        # pyfuse3 looks up their files named in ``fast_names`` itself (patch change 9,
+        # ``fast_entry``). Stale entries are harmless: ``fast_entry`` declines them.
+        self.fast_root = _b(self._data_s + "/")
+        self.fast_dirs: dict[int, tuple[str, ...]] = {}
         self.fast_lookups = 0  # answered so (status --json: fast_lookups)
         self.fast_names = frozenset(
             _b(n) for n in (doc.INDEX, doc.TAGS_FILE)
@@ -431,7 +432,7 @@ class Operations(pyfuse3.Operations):
             if not self.views.loaded(target):
                 self.walk_ahead.wanted(kind, slug)
         elif self.fast_names:
-            self.fast_dirs[node.ino] = (_b(f"{self._data_s}/{target}/"), node.parts)
+            self.fast_dirs[node.ino] = node.parts
 
     def fast_entry(self, parent_ino: int, name: bytes, parts: tuple[str, ...]) -> int:
         """Patch change 9 found ``name`` (one of ``fast_names``) in the entity folder

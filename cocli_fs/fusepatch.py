@@ -59,14 +59,14 @@ def set_spin_watch(words: object | None) -> bool:
     return True
 
 
-def set_fast_lookup(dirs: dict[int, tuple[bytes, Any]] | None,
+def set_fast_lookup(root: bytes, dirs: dict[int, tuple[str, ...]] | None,
                     names: frozenset[bytes] = frozenset(),
-                    entry: Callable[[int, bytes, Any], int] | None = None,
+                    entry: Callable[[int, bytes, tuple[str, ...]], int] | None = None,
                     entry_timeout: float = 0.0, attr_timeout: float = 0.0) -> bool:
-    """Lookups of ``names`` in the folders of ``dirs`` (inode -> (path + "/", token)) answered
-    in the patched pyfuse3 by an lstat and ``entry(parent, name, token)`` (patch change 9).
-    None for ``dirs`` ends it."""
+    """Lookups of ``names`` in the folders of ``dirs`` (inode -> path segments below ``root``)
+    answered in the patched pyfuse3 by an lstat and ``entry(parent, name, segments)`` (patch
+    change 9). None for ``dirs`` ends it."""
     if not PATCH or not hasattr(pyfuse3, "set_fast_lookup"):
         return False
-    pyfuse3.set_fast_lookup(dirs, names, entry, entry_timeout, attr_timeout)
+    pyfuse3.set_fast_lookup(root, dirs, names, entry, entry_timeout, attr_timeout)
     return True

@@ -140,8 +140,8 @@ async def serve(
     fusepatch.set_wakeup_hook(completions, completions.drain)
     fusepatch.set_spin_watch(completions.bell.map)
     if cfg.mount.fast_lookup and ops.fast_names:
-        fusepatch.set_fast_lookup(ops.fast_dirs, ops.fast_names, ops.fast_entry,
-                                  ops.entry_timeout, ops.attr_timeout)
+        fusepatch.set_fast_lookup(ops.fast_root, ops.fast_dirs, ops.fast_names,
+                                  ops.fast_entry, ops.entry_timeout, ops.attr_timeout)
     await completions.start_helper()
     unmounted = False
     switch = sys.getswitchinterval()
@@ -181,7 +181,7 @@ async def serve(
         sys.setswitchinterval(switch)
         fusepatch.set_wakeup_hook(None, None)
         fusepatch.set_spin_watch(None)
-        fusepatch.set_fast_lookup(None)
+        fusepatch.set_fast_lookup(b"", None)
         ops.shutdown()
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=not unmounted)

@@ -37,9 +37,10 @@ def test_entity_folders_without_overlay_are_named_with_their_store_path(tmp_path
     ops, slugs = _ops(tmp_path, overlay="second")
     assert ops.fast_names == {b"_index.md", b"tags.lst"}
     plain, viewed = _entity(ops, slugs[0]), _entity(ops, slugs[1])
-    path, token = ops.fast_dirs[plain.ino]
+    token = ops.fast_dirs[plain.ino]
     assert token is plain.parts
-    assert os.path.samefile(path + b"_index.md", tmp_path / "companies" / slugs[0] / "_index.md")
+    path = ops.fast_root + "/".join(token).encode() + b"/_index.md"
+    assert os.path.samefile(path, tmp_path / "companies" / slugs[0] / "_index.md")
     assert viewed.ino not in ops.fast_dirs  # its _index.md is a view
 
     ino = ops.fast_entry(plain.ino, b"_index.md", token)
@@ -55,16 +56,16 @@ def test_fast_entry_declines_moved_forgotten_and_overlaid_folders(tmp_path: Path
     a, b, c = (_entity(ops, s) for s in slugs)
     kind = ops.table.child(ops.table.root, "companies")
 
-    _path, token = ops.fast_dirs[a.ino]
+    token = ops.fast_dirs[a.ino]
     ops.table.move(a, kind, "moved")  # its named path is another entity's now
     assert ops.fast_entry(a.ino, b"_index.md", token) == 0
     assert a.ino not in ops.fast_dirs
 
-    _path, token = ops.fast_dirs[b.ino]
+    token = ops.fast_dirs[b.ino]
     ops.table.forget(b.ino, 0)  # no lookups: dropped
     assert ops.fast_entry(b.ino, b"_index.md", token) == 0
 
-    _path, token = ops.fast_dirs[c.ino]
+    token = ops.fast_dirs[c.ino]
     write_peer_records(tmp_path, {f"companies/{slugs[2]}": {"x": "1"}})
     ops.state.load()
     assert ops.views.has_overlay(f"companies/{slugs[2]}")
