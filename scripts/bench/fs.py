@@ -20,8 +20,9 @@ once after one ``drop_caches`` and an ``ls -l companies/`` through each, in roun
 of K/rounds fresh random ``_index.md`` per system (of entities without overlay fields), the
 order rotated each round. The phases above run minutes apart, and this machine's speed
 drifts by up to 2× over minutes (docs/benchmarks.md); interleaving puts every system under
-the same conditions. ``--floor`` adds ``nullfs.py --lookup-store`` to it: a file system on
-our stack whose lookup does nothing but the backing file's ``lstat``.
+the same conditions. ``--floor`` adds two file systems whose lookup does nothing but the
+backing file's ``lstat``: ``nullfs.py --lookup-store`` on our stack (pyfuse3, trio; "floor")
+and ``cfloor.c`` on libfuse in C ("floor C", built here with ``cc``).
 
     .venv/bin/python scripts/bench/fs.py --companies 20000 --samples 2000
     .venv/bin/python scripts/bench/fs.py               # 300,000 companies, 10,000 samples
@@ -53,6 +54,20 @@ from cocli_fs.journal import journal_name  # noqa: E402
 from tests.mounting import Mount, is_mounted, unmount  # noqa: E402
 
 SYSTEMS = ["native", "mergerfs", "unionfs", "cocli-fs"]
+FLOORS = ["floor", "floor C"]  # --floor: no-op file systems with the same lookup lstat
+
+
+def build_cfloor(work: Path) -> bool:
+    """Compile ``cfloor.c`` into ``work``; False (with a warning) where it cannot be."""
+    src = Path(__file__).with_name("cfloor.c")
+    try:
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], check=True,
+                               capture_output=True, text=True).stdout.split()
+        subprocess.run(["cc", "-O2", "-o", str(work / "cfloor"), str(src), *flags], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"warning: no 'floor C' ({exc})", file=sys.stderr)
+        return False
+    return True
 
 
 def build_tree(
@@ -124,10 +139,13 @@ def mounted(system: str, data: Path, work: Path) -> Iterator[tuple[Path, Mount |
         with Mount(data, mnt, node="benchnode", timeout=600, log=work / "cocli-fs.log") as m:
             yield mnt, m
         return
-    if system == "floor":
-        nullfs = Path(__file__).with_name("nullfs.py")
-        proc = subprocess.Popen([sys.executable, str(nullfs), str(mnt),
-                                 "--lookup-store", str(data)])
+    if system in FLOORS:
+        if system == "floor":
+            nullfs = Path(__file__).with_name("nullfs.py")
+            cmd = [sys.executable, str(nullfs), str(mnt), "--lookup-store", str(data)]
+        else:
+            cmd = [str(work / "cfloor"), str(data), str(mnt)]
+        proc = subprocess.Popen(cmd)
         try:
             wait_mounted(mnt, proc)
             yield mnt, None
@@ -256,12 +274,12 @@ def interleaved_stat(systems: list[str], data: Path, work: Path, slugs: list[str
     with ExitStack() as stack:
         roots = {s: stack.enter_context(mounted(s, data, work))[0] for s in systems}
         for s in systems:
-            if s != "floor":  # it lists nothing; its entity folders are looked up below
+            if s not in FLOORS:  # they list nothing; their entity folders are looked up below
                 sh(f"ls -l {roots[s] / 'companies'} > /dev/null")()
         for r in range(rounds):
             for s in systems[r % len(systems):] + systems[: r % len(systems)]:
                 folders = [roots[s] / "companies" / next(picks) for _ in range(per)]
-                if s == "floor":
+                if s in FLOORS:
                     stat_all(folders)  # as a listing leaves them: known, not their files
                 totals[s] += timed(partial(stat_all, [f / "_index.md" for f in folders]))
     return totals
@@ -326,8 +344,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5,
                     help="rounds of the interleaved first-pass stat (0: skip it)")
     ap.add_argument("--floor", action="store_true",
-                    help="add nullfs.py --lookup-store to the interleaved stat: the least a "
-                         "file system on cocli-fs's stack (pyfuse3, trio) does for it")
+                    help="add to the interleaved stat no-op file systems that only lstat: "
+                         "nullfs.py --lookup-store on cocli-fs's stack (pyfuse3, trio) and "
+                         "cfloor.c on libfuse in C")
     ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -342,7 +361,8 @@ def main() -> int:
             print(system, json.dumps({k: round(v, 4) for k, v in results[system].items()}),
                   file=sys.stderr)
         if args.rounds:
-            systems = list(results) + (["floor"] if args.floor else [])
+            floors = ["floor", *(["floor C"] if build_cfloor(work) else [])]
+            systems = list(results) + (floors if args.floor else [])
             for system, t in interleaved_stat(systems, data, work, slugs, over, args.samples,
                                               args.rounds).items():
                 results.setdefault(system, {})["stat interleaved"] = t
