@@ -151,10 +151,12 @@ class Operations(pyfuse3.Operations):
         self.fast_root = _b(self._data_s + "/")
         self.fast_dirs: dict[int, tuple[str, ...]] = {}
         self.fast_lookups = 0  # answered so (status --json: fast_lookups)
+        # Empty (nothing named, no fast lookups) without the patch or with [mount] fast_lookup
+        # off, and when a routing rule could tell one entity's _index.md from another's.
         self.fast_names = frozenset(
             _b(n) for n in (doc.INDEX, doc.TAGS_FILE)
             if router.same_in_every_entity(n) in (Route.INDEX, Route.TAGS)
-        )
+        ) if fusepatch.FAST_LOOKUP and state.config.mount.fast_lookup else frozenset()
 
     # -- background tasks ------------------------------------------------------------------------
 

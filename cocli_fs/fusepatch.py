@@ -33,6 +33,10 @@ NO_OPENDIR: bool = bool(PATCH) and bool(getattr(pyfuse3, "COCLI_FS_READDIR_BY_IN
 itself, and ``readdir`` gets the folder's inode number as its handle."""
 
 
+FAST_LOOKUP: bool = bool(PATCH) and hasattr(pyfuse3, "set_fast_lookup")
+"""Lookups of plain files may be answered inside pyfuse3 (patch change 9, ``set_fast_lookup``)."""
+
+
 def set_poll_spin(microseconds: float) -> bool:
     """Poll for the next request this long after a reply (the patched receive loop)."""
     if not PATCH:
@@ -66,7 +70,8 @@ def set_fast_lookup(root: bytes, dirs: dict[int, tuple[str, ...]] | None,
     """Lookups of ``names`` in the folders of ``dirs`` (inode -> path segments below ``root``)
     answered in the patched pyfuse3 by an lstat and ``entry(parent, name, segments)`` (patch
     change 9). None for ``dirs`` ends it."""
-    if not PATCH or not hasattr(pyfuse3, "set_fast_lookup"):
+    if not FAST_LOOKUP:
         return False
-    pyfuse3.set_fast_lookup(root, dirs, names, entry, entry_timeout, attr_timeout)
+    pyfuse3.set_fast_lookup(  # type: ignore[attr-defined]
+        root, dirs, names, entry, entry_timeout, attr_timeout)
     return True

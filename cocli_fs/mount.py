@@ -139,7 +139,7 @@ async def serve(
     completions = offload.completions()
     fusepatch.set_wakeup_hook(completions, completions.drain)
     fusepatch.set_spin_watch(completions.bell.map)
-    if cfg.mount.fast_lookup and ops.fast_names:
+    if ops.fast_names:  # empty when off (config, stock pyfuse3, slug-aware routes)
         fusepatch.set_fast_lookup(ops.fast_root, ops.fast_dirs, ops.fast_names,
                                   ops.fast_entry, ops.entry_timeout, ops.attr_timeout)
     await completions.start_helper()

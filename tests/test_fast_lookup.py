@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cocli_fs.config import Config
+from cocli_fs.config import Config, MountConfig, parse
 from cocli_fs.fs import Operations
 from cocli_fs.inodes import Node
 from cocli_fs.routing import Route, Router
@@ -16,11 +16,11 @@ from tests.mounting import sample_data, write_peer_records
 
 
 def _ops(tmp_path: Path, routes: list[dict[str, str]] | None = None,
-         overlay: str | None = None) -> tuple[Operations, list[str]]:
+         overlay: str | None = None, on: bool = True) -> tuple[Operations, list[str]]:
     slugs = sorted(sample_data(tmp_path, 3))
     if overlay is not None:
         write_peer_records(tmp_path, {f"companies/{slugs[overlay == 'second']}": {"x": "1"}})
-    state = NodeState(DataDir(tmp_path), Config(node="a"))
+    state = NodeState(DataDir(tmp_path), Config(node="a", mount=MountConfig(fast_lookup=on)))
     state.load()
     return Operations(state, Router(["companies", "people"], routes)), slugs
 
@@ -89,3 +89,11 @@ def test_no_fast_lookups_when_a_rule_looks_at_slugs(tmp_path: Path) -> None:
     assert router.same_in_every_entity("tags.lst") is Route.TAGS
     tilde = Router(["companies"], [{"pattern": "companies/*/_index.md", "route": "readonly"}])
     assert tilde.same_in_every_entity("_index.md") is Route.READONLY
+
+
+def test_fast_lookup_off_names_nothing(tmp_path: Path) -> None:
+    assert parse({"mount": {"fast_lookup": False}}).mount.fast_lookup is False
+    ops, slugs = _ops(tmp_path, on=False)
+    assert ops.fast_names == frozenset()
+    _entity(ops, slugs[0])
+    assert ops.fast_dirs == {}
