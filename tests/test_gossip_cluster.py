@@ -93,11 +93,16 @@ def test_lossy_relay_still_converges(tmp_path: Path) -> None:
         for i in range(40):
             b.write(f"companies/b{i}", phone=str(i))
             c.write(f"companies/a{i}", f="from c")  # also competing with a's records
-        wait_until(lambda: converged(ns), 30)
+        # Equal digests can come before every record has: a record of a's that lost to c's
+        # newer one for the same field changes no state, so its arrival is seen only in
+        # ``origins`` (seen in CI: a digest match with 1,489 of a's 1,500 on one node).
+        every = {"a": 1500, "b": 40, "c": 40}
+        wait_until(lambda: converged(ns) and all(
+            (st := n.status()) is not None and st["origins"] == every for n in ns), 30)
         for n in ns:
             st = n.status()
             assert st is not None
-            assert st["origins"] == {"a": 1500, "b": 40, "c": 40}
+            assert st["origins"] == every
         stats = relay.send("stats")
         assert stats["dropped"] > 100 and stats["duplicated"] > 10 and stats["reordered"] > 10
         # Partition c away, write on both sides, heal: it converges again.
