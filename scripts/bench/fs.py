@@ -361,8 +361,9 @@ def main() -> int:
             print(system, json.dumps({k: round(v, 4) for k, v in results[system].items()}),
                   file=sys.stderr)
         if args.rounds:
-            floors = ["floor", *(["floor C"] if build_cfloor(work) else [])]
-            systems = list(results) + (floors if args.floor else [])
+            systems = list(results)
+            if args.floor:  # the C one is compiled only when asked for
+                systems += ["floor", *(["floor C"] if build_cfloor(work) else [])]
             for system, t in interleaved_stat(systems, data, work, slugs, over, args.samples,
                                               args.rounds).items():
                 results.setdefault(system, {})["stat interleaved"] = t
