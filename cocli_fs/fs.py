@@ -429,7 +429,7 @@ class Operations(pyfuse3.Operations):
         cache. Otherwise its ``_index.md`` and ``tags.lst`` are the store's files as they are,
         and the patched pyfuse3 may look them up without a handler (``fast_dirs``)."""
         kind, slug = node.parts
-        target = f"{kind}/{slug}"
+        target = target_of(node.parts)
         if self.views.has_overlay(target):
             if not self.views.loaded(target):
                 self.walk_ahead.wanted(kind, slug)
@@ -443,7 +443,7 @@ class Operations(pyfuse3.Operations):
         since it was named in ``fast_dirs``, or its entity has overlay fields now."""
         parent = self.table.nodes.get(parent_ino)
         if parent is None or parent.parts is not parts or self.views.has_overlay(
-                f"{parts[0]}/{parts[1]}"):
+                target_of(parts)):
             self.fast_dirs.pop(parent_ino, None)
             return 0
         node = self.table.child(parent, name.decode())
