@@ -121,11 +121,17 @@ class BaseDoc:
         c = _chunks(self.front_text) if self.front_text else None
         return c if c is not None and list(c) == list(self.front) else None
 
+    def _description(self) -> str | None:
+        """The field ``description`` (the body without its framing newlines); None when
+        there is none: an empty body is no field unless the front matter names it."""
+        desc = self.body.strip("\n")
+        return desc if desc or DESCRIPTION in self.front else None
+
     def field(self, name: str) -> tuple[bool, Any]:
         """(present, value) of one field, as ``fields()`` has it (tags need ``tags_read``)."""
         if name == DESCRIPTION:
-            desc = self.body.strip("\n")
-            return (True, desc) if desc or DESCRIPTION in self.front else (False, None)
+            desc = self._description()
+            return desc is not None, desc
         if name == TAGS:
             assert self.tags_read, "tags of a base whose tags.lst was not read"
             if self.tags is not None:

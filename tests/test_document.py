@@ -203,6 +203,23 @@ def test_field_text_round_trips(name: str, value: Any) -> None:
     assert doc.same_value(back, value), (shown, back)
 
 
+@pytest.mark.parametrize("text, tags, description", [
+    ("---\nname: Acme\n---\n", ["b2b"], None),  # no body: no description field
+    ("---\nname: Acme\n---\n\n\n", None, None),  # blank lines only: none either
+    ("---\nname: Acme\n---\n\nBakes bread.\n\n", None, "Bakes bread."),
+    ("Just a body\n", [], "Just a body"),
+])
+def test_one_field_of_a_base_is_what_all_fields_say(
+        text: str, tags: list[str] | None, description: str | None) -> None:
+    base = doc.parse_index(text)
+    base.tags = tags
+    every = base.fields()
+    assert every.get(doc.DESCRIPTION) == description
+    assert (doc.DESCRIPTION in every) == (description is not None)
+    for name in [*every, doc.DESCRIPTION, doc.TAGS, "missing"]:
+        assert base.field(name) == (name in every, every.get(name)), name
+
+
 def test_field_text_description_and_tags_lines() -> None:
     assert doc.parse_field_text(doc.DESCRIPTION, "\nBody text\n\n") == "Body text"
     assert doc.parse_field_text(doc.TAGS, "a\n b \n\nc\n") == ["a", "b", "c"]
